@@ -1,0 +1,93 @@
+//! The library's error type. Every variant names *what* was being done and *where*, so the CLI
+//! can print one clear line without a backtrace.
+
+use std::path::PathBuf;
+
+/// Result alias used across the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong, with enough context for a one-line message.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration value is missing or malformed.
+    #[error("configuration: {0}")]
+    Config(String),
+
+    /// A file could not be read or written.
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A server could not be reached at all (DNS, refused, timeout).
+    #[error("cannot reach {what} at {url}: {reason}")]
+    Unreachable {
+        what: &'static str,
+        url: String,
+        reason: String,
+    },
+
+    /// A server answered with an error status.
+    #[error("{what}: {method} {path} returned {status} {errcode}: {message}")]
+    Api {
+        what: &'static str,
+        method: &'static str,
+        path: String,
+        status: u16,
+        errcode: String,
+        message: String,
+    },
+
+    /// JSON (or YAML/TOML) that does not have the expected shape.
+    #[error("malformed {what}: {reason}")]
+    Malformed { what: String, reason: String },
+
+    /// A signing key file that cannot be used.
+    #[error("signing key {path}: {reason}")]
+    SigningKey { path: PathBuf, reason: String },
+
+    /// The Synapse database could not be read.
+    #[error("Synapse database: {0}")]
+    Database(String),
+
+    /// Anything in the archive that contradicts itself.
+    #[error("archive {path}: {reason}")]
+    Archive { path: PathBuf, reason: String },
+}
+
+impl Error {
+    /// Shorthand for an I/O error with the action and path that failed.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { action, path: path.into(), source }
+    }
+
+    /// Shorthand for a malformed-input error.
+    pub fn malformed(what: impl Into<String>, reason: impl ToString) -> Self {
+        Error::Malformed { what: what.into(), reason: reason.to_string() }
+    }
+
+    /// The Matrix `errcode` if this is an API error.
+    pub fn errcode(&self) -> Option<&str> {
+        match self {
+            Error::Api { errcode, .. } => Some(errcode),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status if this is an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Database(e.to_string())
+    }
+}

@@ -1,0 +1,49 @@
+//! The `transition-matrix` command: parse, set up logging, call the library.
+
+mod cli;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use cli::{Cli, Command};
+use transition_matrix::config::Config;
+
+fn main() {
+    let cli = Cli::parse();
+    let level = match cli.global.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("TM_LOG")
+                .unwrap_or_else(|_| EnvFilter::new(format!("warn,transition_matrix={level}"))),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let config = match &cli.global.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Synapse { command } => cli::synapse::run(command, &config).await,
+            Command::Test { command } => cli::test::run(command, &config).await,
+            Command::Status(args) => cli::status::run(args, &config),
+        }
+    })
+}

@@ -1,0 +1,133 @@
+//! Server signing keys in Synapse's file format (`ed25519 <version> <base64 seed>` per line).
+//!
+//! The same key must sign our self-federation requests and, later, be written into Conduit as
+//! PKCS#8, so the key id (`ed25519:<version>`) stays the one other servers already trust.
+
+use std::path::Path;
+
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use ruma::signatures::Ed25519KeyPair;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::matrix::{b64_decode, b64_encode};
+
+/// One ed25519 server signing key.
+pub struct ServerKey {
+    /// The key version, e.g. `a_IkfS` (the key id is `ed25519:<version>`).
+    pub version: String,
+    seed: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for ServerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the seed.
+        f.debug_struct("ServerKey").field("key_id", &self.key_id()).finish_non_exhaustive()
+    }
+}
+
+impl ServerKey {
+    /// Parses Synapse's signing key file text. The first key is the one Synapse signs with.
+    pub fn parse_synapse(text: &str, path: &Path) -> Result<Vec<ServerKey>> {
+        let bad = |reason: String| Error::SigningKey { path: path.to_owned(), reason };
+        let mut keys = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            let [alg, version, seed_b64] = parts[..] else {
+                return Err(bad(format!(
+                    "line {} is not `ed25519 <version> <base64 seed>`",
+                    n + 1
+                )));
+            };
+            if alg != "ed25519" {
+                return Err(bad(format!("line {}: unsupported algorithm {alg}", n + 1)));
+            }
+            let bytes = b64_decode(seed_b64)
+                .map_err(|e| bad(format!("line {}: seed is not base64: {e}", n + 1)))?;
+            let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                bad(format!("line {}: seed has {} bytes, expected 32", n + 1, bytes.len()))
+            })?;
+            keys.push(ServerKey { version: version.to_owned(), seed: Zeroizing::new(seed) });
+        }
+        if keys.is_empty() {
+            return Err(bad("the file holds no key".into()));
+        }
+        Ok(keys)
+    }
+
+    /// Reads and parses a Synapse signing key file.
+    pub fn read_synapse(path: &Path) -> Result<Vec<ServerKey>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::SigningKey { path: path.to_owned(), reason: e.to_string() })?;
+        Self::parse_synapse(&text, path)
+    }
+
+    /// `ed25519:<version>`.
+    pub fn key_id(&self) -> String {
+        format!("ed25519:{}", self.version)
+    }
+
+    /// The public key, unpadded base64 (as published at `/_matrix/key/v2/server`).
+    pub fn public_key_b64(&self) -> String {
+        let sk = ed25519_dalek::SigningKey::from_bytes(&self.seed);
+        b64_encode(sk.verifying_key().as_bytes())
+    }
+
+    /// The key as a PKCS#8 v1 DER document (what Conduit stores as its keypair).
+    pub fn pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
+        let sk = ed25519_dalek::SigningKey::from_bytes(&self.seed);
+        let doc = sk.to_pkcs8_der().expect("an ed25519 key always encodes as PKCS#8");
+        Zeroizing::new(doc.as_bytes().to_vec())
+    }
+
+    /// A ruma key pair for signing requests and events.
+    pub fn keypair(&self) -> Ed25519KeyPair {
+        Ed25519KeyPair::from_der(&self.pkcs8_der(), self.version.clone())
+            .expect("a PKCS#8 document we just built parses")
+    }
+
+    /// The line Synapse would write for this key (for copying into the archive).
+    pub fn synapse_line(&self) -> Zeroizing<String> {
+        Zeroizing::new(format!("ed25519 {} {}\n", self.version, b64_encode(self.seed.as_ref())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ruma::signatures::KeyPair;
+
+    const KEY: &str = "ed25519 a_test 9hBKyxsgXGUAZ69xyCgaGEkbDkyE1Iww/uRGWMcoO6M\n";
+
+    #[test]
+    fn parses_synapse_format_and_signs_verifiably() {
+        let keys = ServerKey::parse_synapse(KEY, Path::new("k")).unwrap();
+        assert_eq!(keys.len(), 1);
+        let k = &keys[0];
+        assert_eq!(k.key_id(), "ed25519:a_test");
+        let sig = k.keypair().sign(b"hello");
+        let vk = ed25519_dalek::VerifyingKey::from_bytes(
+            &b64_decode(&k.public_key_b64()).unwrap().try_into().unwrap(),
+        )
+        .unwrap();
+        let sig = ed25519_dalek::Signature::from_slice(sig.as_bytes()).unwrap();
+        vk.verify_strict(b"hello", &sig).unwrap();
+        assert_eq!(k.synapse_line().as_str(), KEY);
+        assert!(!format!("{k:?}").contains("9hBK"), "Debug must not print the seed");
+    }
+
+    #[test]
+    fn rejects_garbage_with_line_numbers() {
+        let p = Path::new("/x/k");
+        let e = ServerKey::parse_synapse("ed25519 v1 !!!notbase64", p).unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("/x/k"), "{e}");
+        let e = ServerKey::parse_synapse("ed25519 v1 AAAA", p).unwrap_err().to_string();
+        assert!(e.contains("expected 32"), "{e}");
+        let e = ServerKey::parse_synapse("", p).unwrap_err().to_string();
+        assert!(e.contains("no key"), "{e}");
+    }
+}

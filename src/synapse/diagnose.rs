@@ -1,0 +1,68 @@
+//! `test synapse`: step-by-step diagnostics, each a ✓/✗ line with the reason, stopping at the
+//! first step that later steps depend on.
+
+use crate::synapse::source::explain_federation_error;
+use crate::synapse::{Source, SynapseSettings};
+
+/// One diagnostic line.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub ok: bool,
+    pub name: String,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", if self.ok { "✓" } else { "✗" }, self.name, self.detail)
+    }
+}
+
+/// Runs the checks; `emit` is called with each line as soon as it is known.
+pub async fn run(settings: &SynapseSettings, mut emit: impl FnMut(&Step)) -> bool {
+    let mut all_ok = true;
+    let mut step = |ok: bool, name: &str, detail: String| {
+        let s = Step { ok, name: name.into(), detail };
+        emit(&s);
+        all_ok &= ok;
+        ok
+    };
+    let mut source = match Source::connect(settings).await {
+        Ok(s) => {
+            step(true, "admin login", format!("{} is a server admin", s.admin_user_id));
+            step(true, "server version", format!("Synapse {} serving {}", s.version, s.server_name));
+            s
+        }
+        Err(e) => {
+            step(false, "connect and authenticate", e.to_string());
+            return false;
+        }
+    };
+    match &source.signing_key_path {
+        Some(p) => step(true, "signing key", format!("{} ({})", p.display(), source.keys[0].key_id())),
+        None => step(false, "signing key", "none configured (homeserver_yaml or signing_key)".into()),
+    };
+    if source.federation.is_some() {
+        match source.check_signing_key().await {
+            Ok(_) => step(true, "federation listener", "publishes our key; the key on disk matches".into()),
+            Err(e) => step(false, "federation listener", e.to_string()),
+        };
+        let fed = source.federation().expect("checked");
+        let path = format!(
+            "/_matrix/federation/v1/query/profile?user_id={}",
+            urlencoding::encode(&source.admin_user_id)
+        );
+        match fed.get(&path).await {
+            Ok(_) => step(true, "self-signed request", "accepted".into()),
+            Err(e) => step(false, "self-signed request", explain_federation_error(e, fed.http.base()).to_string()),
+        };
+    }
+    if let Some(db) = &source.db {
+        match db.user_count().await {
+            Ok(n) => step(true, "database", format!("{} readable, {n} users", db.backend)),
+            Err(e) => step(false, "database", e.to_string()),
+        };
+    }
+    source.close().await;
+    all_ok
+}

@@ -1,0 +1,355 @@
+//! Rooms: metadata and current state from the admin API; the full history through self-signed
+//! federation `/backfill` (rooms with a local member) or admin `/messages?raw` (rooms without);
+//! the timeline ordered as Synapse orders it; written atomically as one directory per room.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use futures::{stream, StreamExt};
+use serde_json::Value;
+
+use super::collect::Collector;
+use super::{Ctx, DumpSummary};
+use crate::archive::room::{self, PduLine, RoomMeta, StateEntry};
+use crate::archive::{fsutil, Entry, ItemKind};
+use crate::error::{Error, Result};
+use crate::matrix::pdu;
+use crate::synapse::federation::BACKFILL_STARTS;
+
+pub(super) async fn dump(ctx: &Ctx<'_>, summary: &mut DumpSummary) -> Result<()> {
+    let mut ids: Vec<String> = ctx
+        .source
+        .admin
+        .list_rooms()
+        .await?
+        .iter()
+        .filter_map(|r| r.get("room_id").and_then(Value::as_str).map(str::to_owned))
+        .collect();
+    ids.sort();
+    if let Some(only) = &ctx.opts.only_room {
+        ids.retain(|r| r == only);
+        if ids.is_empty() {
+            return Err(Error::Config(format!("Synapse does not know room {only}")));
+        }
+    }
+    let bar = ctx.progress.bar("rooms", ids.len() as u64);
+    let bar = &bar;
+    let results: Vec<(String, Result<bool>)> = stream::iter(ids)
+        .map(|id| async move {
+            let res = if ctx.skip(ItemKind::Room, &id) {
+                Ok(true)
+            } else {
+                let r = dump_room(ctx, &id).await;
+                if let Ok(n) = &r {
+                    bar.set_message(format!("{id}: {n} events"));
+                }
+                r.map(|_| false)
+            };
+            bar.inc(1);
+            (id, res)
+        })
+        .buffer_unordered(ctx.source.concurrency)
+        .collect()
+        .await;
+    bar.finish_and_clear();
+    for (id, res) in results {
+        match res {
+            Ok(skipped) => summary.note("rooms", skipped),
+            Err(e) => summary.failed.push(format!("room {id}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Dumps one room; returns its number of timeline events.
+async fn dump_room(ctx: &Ctx<'_>, room_id: &str) -> Result<u64> {
+    let src = ctx.source;
+    let admin = &src.admin;
+    let details = admin.room(room_id).await?;
+    let state = admin.room_state(room_id).await?;
+    let version = details
+        .get("version")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| {
+            state
+                .iter()
+                .find(|e| e["type"] == "m.room.create")
+                .map(|e| e["content"]["room_version"].as_str().unwrap_or("1").to_owned())
+        })
+        .unwrap_or_else(|| "1".to_owned());
+    let rules = pdu::rules_for(&version)
+        .ok_or_else(|| Error::Config(format!("room {room_id} has room version {version}, which is not supported")))?;
+    let keys = src.published.as_ref().map(|p| p.key_map()).unwrap_or_default();
+    let mut col = Collector::new(room_id, rules, &src.server_name, keys);
+    let extremities = admin.forward_extremities(room_id).await?;
+    let joined_local = details.get("joined_local_members").and_then(Value::as_u64).unwrap_or(0);
+
+    let history_source = if joined_local > 0 && src.federation.is_some() {
+        match backfill_walk(ctx, room_id, &extremities, &mut col).await {
+            Ok(()) => "federation-backfill",
+            // The last local member may have left since the admin API answered.
+            Err(e) if e.errcode() == Some("M_FORBIDDEN") => {
+                admin_messages(ctx, room_id, &mut col).await?;
+                "admin-messages"
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        admin_messages(ctx, room_id, &mut col).await?;
+        "admin-messages"
+    };
+    let timeline: BTreeSet<String> = col.events.keys().cloned().collect();
+
+    // State and auth events the history did not contain become outliers.
+    let current_state = state_entries(&state);
+    let mut missing: BTreeSet<String> = current_state.iter().map(|s| s.event_id.clone()).collect();
+    for ev in col.events.values() {
+        missing.extend(pdu::event_refs(ev, "auth_events"));
+    }
+    missing.retain(|id| !col.has(id));
+    for id in missing {
+        let fetched = match (&src.federation, history_source) {
+            (Some(fed), "federation-backfill") => fed.event(&id).await,
+            _ => admin.fetch_event(&id).await,
+        };
+        match fetched.and_then(|v| pdu::from_value(v).map_err(|e| Error::malformed("PDU", e))) {
+            Ok(mut obj) => {
+                pdu::strip_client_raw(&mut obj, col.rules());
+                col.add(obj, Some(&id));
+            }
+            Err(e) => col.errors.push(format!("{id} (needed for state or auth): {e}")),
+        }
+    }
+    let checked = col.finish_checks().await;
+
+    let order = order_timeline(ctx, room_id, &col, &timeline).await?;
+    let (order_ids, order_source) = order;
+    let lines: Vec<PduLine> = order_ids
+        .iter()
+        .filter_map(|id| col.events.get(id).map(|p| PduLine { event_id: id.clone(), pdu: p.clone() }))
+        .collect();
+    let mut outliers: Vec<PduLine> = col
+        .events
+        .iter()
+        .filter(|(id, _)| !timeline.contains(*id))
+        .map(|(id, p)| PduLine { event_id: id.clone(), pdu: p.clone() })
+        .collect();
+    outliers.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+
+    let meta = RoomMeta {
+        room_id: room_id.to_owned(),
+        version,
+        creator: details.get("creator").and_then(Value::as_str).map(str::to_owned),
+        name: state_content(&state, "m.room.name", "name"),
+        canonical_alias: state_content(&state, "m.room.canonical_alias", "alias"),
+        aliases: aliases(ctx, room_id, &state).await,
+        published: details.get("public").and_then(Value::as_bool).unwrap_or(false),
+        room_type: details.get("room_type").and_then(Value::as_str).map(str::to_owned),
+        joined_local_members: joined_local,
+        current_state,
+        forward_extremities: extremities,
+        events: lines.len() as u64,
+        outliers: outliers.len() as u64,
+        history_source: history_source.to_owned(),
+        order_source: order_source.to_owned(),
+        pruned_events: checked.pruned,
+        foreign_events: checked.foreign,
+    };
+    if let Some(db) = &src.db {
+        let in_db = db.room_event_order(room_id).await?.len();
+        let have = lines.len() + outliers.len();
+        if in_db != have {
+            col.errors.push(format!("Synapse's database has {in_db} events, the archive {have}"));
+        }
+    }
+    write_room(ctx, &meta, &lines, &outliers, col.errors)?;
+    Ok(meta.events)
+}
+
+/// Walks `/backfill` from the forward extremities through every prev event not yet fetched,
+/// deepest first, until the create event. Forked DAGs are followed branch by branch.
+async fn backfill_walk(ctx: &Ctx<'_>, room_id: &str, extremities: &[String], col: &mut Collector) -> Result<()> {
+    let fed = ctx.source.federation()?;
+    // Wanted event id → depth hint (its child's depth - 1), so batches go deepest first.
+    let mut wanted: HashMap<String, i64> = extremities.iter().map(|e| (e.clone(), i64::MAX)).collect();
+    let mut asked: HashMap<String, u32> = HashMap::new();
+    while !wanted.is_empty() {
+        let mut batch: Vec<(&String, &i64)> = wanted.iter().collect();
+        batch.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let batch: Vec<String> = batch.into_iter().take(BACKFILL_STARTS).map(|(id, _)| id.clone()).collect();
+        let pdus = fed.backfill(room_id, &batch).await?;
+        for raw in pdus {
+            let mut obj = match pdu::from_value(raw) {
+                Ok(o) => o,
+                Err(e) => {
+                    col.errors.push(format!("a PDU from /backfill: {e}"));
+                    continue;
+                }
+            };
+            obj.remove("unsigned");
+            let depth = pdu::int_field(&obj, "depth").unwrap_or(0);
+            let prevs = pdu::event_refs(&obj, "prev_events");
+            if let Some(id) = col.add(obj, None) {
+                wanted.remove(&id);
+                for p in prevs {
+                    if !col.has(&p) {
+                        wanted.entry(p).or_insert(depth - 1);
+                    }
+                }
+            }
+        }
+        col.check_pending();
+        for id in batch {
+            if col.has(&id) {
+                wanted.remove(&id);
+                continue;
+            }
+            let n = asked.entry(id.clone()).or_default();
+            *n += 1;
+            if *n >= 3 {
+                wanted.remove(&id);
+                col.errors.push(format!("{id}: referenced, but /backfill never returned it"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Pages admin `/messages?raw` forwards from the start of the room.
+async fn admin_messages(ctx: &Ctx<'_>, room_id: &str, col: &mut Collector) -> Result<()> {
+    let mut from: Option<String> = None;
+    loop {
+        let (chunk, end) = ctx.source.admin.messages_raw(room_id, from.as_deref()).await?;
+        let mut added = 0;
+        for raw in chunk {
+            let mut obj = match pdu::from_value(raw) {
+                Ok(o) => o,
+                Err(e) => {
+                    col.errors.push(format!("a PDU from /messages: {e}"));
+                    continue;
+                }
+            };
+            let claimed = pdu::strip_client_raw(&mut obj, col.rules());
+            if col.add(obj, claimed.as_deref()).is_some() {
+                added += 1;
+            }
+        }
+        col.check_pending();
+        // A page with nothing new is the end, whatever token came with it.
+        match end {
+            Some(end) if added > 0 && from.as_deref() != Some(end.as_str()) => from = Some(end),
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// The timeline in Synapse's order: exact from its database when we have it, otherwise by
+/// (depth, origin_server_ts, event id), which is what Synapse's ordering reduces to for events
+/// created locally in sequence.
+async fn order_timeline(
+    ctx: &Ctx<'_>,
+    room_id: &str,
+    col: &Collector,
+    timeline: &BTreeSet<String>,
+) -> Result<(Vec<String>, &'static str)> {
+    let mut by_depth: Vec<&String> = timeline.iter().filter(|id| col.has(id)).collect();
+    let key = |id: &String| {
+        let p = &col.events[id];
+        (pdu::int_field(p, "depth").unwrap_or(0), pdu::int_field(p, "origin_server_ts").unwrap_or(0))
+    };
+    by_depth.sort_by(|a, b| key(a).cmp(&key(b)).then(a.cmp(b)));
+    let Some(db) = &ctx.source.db else {
+        return Ok((by_depth.into_iter().cloned().collect(), "depth"));
+    };
+    let mut seen = BTreeSet::new();
+    let mut order: Vec<String> = Vec::with_capacity(timeline.len());
+    for id in db.room_event_order(room_id).await? {
+        if timeline.contains(&id) && col.has(&id) && seen.insert(id.clone()) {
+            order.push(id);
+        }
+    }
+    // Anything the database did not list (it should not happen) keeps the depth order, last.
+    order.extend(by_depth.into_iter().filter(|id| !seen.contains(*id)).cloned());
+    Ok((order, "synapse-db"))
+}
+
+fn state_entries(state: &[Value]) -> Vec<StateEntry> {
+    let mut out: Vec<StateEntry> = state
+        .iter()
+        .filter_map(|e| {
+            Some(StateEntry {
+                kind: e.get("type")?.as_str()?.to_owned(),
+                state_key: e.get("state_key")?.as_str()?.to_owned(),
+                event_id: e.get("event_id")?.as_str()?.to_owned(),
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn state_content(state: &[Value], kind: &str, field: &str) -> Option<String> {
+    state
+        .iter()
+        .find(|e| e["type"] == kind && e["state_key"] == "")
+        .and_then(|e| e["content"][field].as_str())
+        .map(str::to_owned)
+}
+
+/// Local aliases: the database's list when we have it, else the client API, else what the
+/// room's canonical alias event names.
+async fn aliases(ctx: &Ctx<'_>, room_id: &str, state: &[Value]) -> Vec<String> {
+    if let Some(db) = &ctx.source.db {
+        if let Ok(a) = db.room_aliases(room_id).await {
+            return a;
+        }
+    }
+    if let Ok(mut a) = ctx.source.admin.room_aliases(room_id).await {
+        a.sort();
+        return a;
+    }
+    let suffix = format!(":{}", ctx.source.server_name);
+    let mut out: BTreeSet<String> = BTreeSet::new();
+    if let Some(e) = state.iter().find(|e| e["type"] == "m.room.canonical_alias") {
+        out.extend(e["content"]["alias"].as_str().map(str::to_owned));
+        if let Some(alt) = e["content"]["alt_aliases"].as_array() {
+            out.extend(alt.iter().filter_map(|a| a.as_str().map(str::to_owned)));
+        }
+    }
+    out.into_iter().filter(|a| a.ends_with(&suffix)).collect()
+}
+
+/// Writes the room directory next to its final place, then renames it in, then records it.
+fn write_room(
+    ctx: &Ctx<'_>,
+    meta: &RoomMeta,
+    lines: &[PduLine],
+    outliers: &[PduLine],
+    errors: Vec<String>,
+) -> Result<()> {
+    let dir = ctx.archive.room_dir(&meta.room_id);
+    let tmp = fsutil::tmp_path(&dir);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io("cannot remove", &tmp, e))?;
+    }
+    fsutil::create_dir_all(&tmp)?;
+    fsutil::write_json(&tmp.join(room::META), meta, false)?;
+    room::write_pdus(&tmp.join(room::EVENTS), lines)?;
+    room::write_pdus(&tmp.join(room::OUTLIERS), outliers)?;
+    let mut files = BTreeMap::new();
+    for name in [room::META, room::EVENTS, room::OUTLIERS] {
+        files.insert(ctx.archive.relative(&dir.join(name)), fsutil::sha256_file(&tmp.join(name))?);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io("cannot replace", &dir, e))?;
+    }
+    fsutil::rename(&tmp, &dir)?;
+    ctx.checkpoint.record(Entry {
+        kind: ItemKind::Room,
+        id: meta.room_id.clone(),
+        files,
+        counts: BTreeMap::from([("events".into(), meta.events), ("outliers".into(), meta.outliers)]),
+        errors,
+    })
+}
+

@@ -1,0 +1,1 @@
+"""Deterministic scenario populator for the Synapse testnet (see testnet/synapse.sh)."""
