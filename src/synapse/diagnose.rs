@@ -27,7 +27,7 @@ pub async fn run(settings: &SynapseSettings, mut emit: impl FnMut(&Step)) -> boo
         all_ok &= ok;
         ok
     };
-    let mut source = match Source::connect(settings).await {
+    let source = match Source::connect(settings).await {
         Ok(s) => {
             step(true, "admin login", format!("{} is a server admin", s.admin_user_id));
             step(true, "server version", format!("Synapse {} serving {}", s.version, s.server_name));
@@ -42,12 +42,17 @@ pub async fn run(settings: &SynapseSettings, mut emit: impl FnMut(&Step)) -> boo
         Some(p) => step(true, "signing key", format!("{} ({})", p.display(), source.keys[0].key_id())),
         None => step(false, "signing key", "none configured (homeserver_yaml or signing_key)".into()),
     };
-    if source.federation.is_some() {
-        match source.check_signing_key().await {
-            Ok(_) => step(true, "federation listener", "publishes our key; the key on disk matches".into()),
-            Err(e) => step(false, "federation listener", e.to_string()),
+    if let Some(fed) = &source.federation {
+        match fed.published_keys().await {
+            Ok(p) if p.verify_keys.get(&source.keys[0].key_id()) == Some(&source.keys[0].public_key_b64()) => {
+                step(true, "federation listener", format!("{} publishes the key on disk", fed.http.base()))
+            }
+            Ok(p) => step(false, "federation listener", format!(
+                "Synapse publishes {:?}; the key on disk is {} with another public key",
+                p.verify_keys.keys().collect::<Vec<_>>(), source.keys[0].key_id()
+            )),
+            Err(e) => step(false, "federation listener", explain_federation_error(e, fed.http.base()).to_string()),
         };
-        let fed = source.federation().expect("checked");
         let path = format!(
             "/_matrix/federation/v1/query/profile?user_id={}",
             urlencoding::encode(&source.admin_user_id)

@@ -163,7 +163,8 @@ impl Source {
         })
     }
 
-    /// Fetches the published keys and checks that our key file holds the current one.
+    /// Preflight for self-federation: the published keys include our key file's current key,
+    /// and a self-signed request is accepted.
     pub async fn check_signing_key(&mut self) -> Result<&PublishedKeys> {
         let fed = self.federation()?;
         let published = fed.published_keys().await.map_err(|e| explain_federation_error(e, fed.http.base()))?;
@@ -193,6 +194,13 @@ impl Source {
                 })
             }
         }
+        // One signed request proves Synapse accepts requests from itself (a
+        // federation_domain_whitelist without our own name refuses every one of them).
+        let path = format!(
+            "/_matrix/federation/v1/query/profile?user_id={}",
+            urlencoding::encode(&self.admin_user_id)
+        );
+        fed.get(&path).await.map_err(|e| explain_federation_error(e, fed.http.base()))?;
         self.published = Some(published);
         Ok(self.published.as_ref().expect("just set"))
     }
