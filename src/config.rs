@@ -118,7 +118,10 @@ mod tests {
         let p = dir.path().join("c.toml");
         std::fs::write(&p, "[synapse]\nadmin_pasword = \"x\"\n").unwrap();
         let err = Config::load(&p).unwrap_err().to_string();
-        assert!(err.contains("c.toml") && err.contains("admin_pasword"), "{err}");
+        assert!(
+            err.contains("c.toml") && err.contains("admin_pasword"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -61,12 +61,19 @@ pub enum Error {
 impl Error {
     /// Shorthand for an I/O error with the action and path that failed.
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { action, path: path.into(), source }
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
     }
 
     /// Shorthand for a malformed-input error.
     pub fn malformed(what: impl Into<String>, reason: impl ToString) -> Self {
-        Error::Malformed { what: what.into(), reason: reason.to_string() }
+        Error::Malformed {
+            what: what.into(),
+            reason: reason.to_string(),
+        }
     }
 
     /// The Matrix `errcode` if this is an API error.

@@ -38,7 +38,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         match cli.command {
             Command::Synapse { command } => cli::synapse::run(command, &config).await,

@@ -11,7 +11,9 @@ pub struct Progress {
 
 impl Progress {
     pub fn new() -> Self {
-        Progress { multi: MultiProgress::new() }
+        Progress {
+            multi: MultiProgress::new(),
+        }
     }
 
     /// A counting bar: `label [=====>    ] 12/40 ETA 3s  message`.

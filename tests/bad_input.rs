@@ -19,8 +19,15 @@ fn dump_keys(extra: &[&str], env: &[(&str, &str)]) -> (i32, String, tempfile::Te
 }
 
 fn error_line(stderr: &str) -> &str {
-    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
-    assert_eq!(lines.len(), 1, "exactly one error line expected in:\n{stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "exactly one error line expected in:\n{stderr}"
+    );
     lines[0]
 }
 
@@ -28,22 +35,42 @@ fn error_line(stderr: &str) -> &str {
 fn wrong_admin_password() {
     let s = scenario();
     let (code, err, _d) = dump_keys(
-        &["--synapse-url", &s.client_url, "--admin-user", &s.admin.user_id, "--admin-password-env", "TM_PW"],
+        &[
+            "--synapse-url",
+            &s.client_url,
+            "--admin-user",
+            &s.admin.user_id,
+            "--admin-password-env",
+            "TM_PW",
+        ],
         &[("TM_PW", "definitely-not-the-password")],
     );
     assert_eq!(code, 1);
     let line = error_line(&err);
-    assert!(line.contains("admin login as @oadmin:example.test failed") && line.contains("M_FORBIDDEN"), "{line}");
+    assert!(
+        line.contains("admin login as @oadmin:example.test failed") && line.contains("M_FORBIDDEN"),
+        "{line}"
+    );
     assert!(!err.contains("definitely-not-the-password"));
 }
 
 #[test]
 fn unreachable_synapse() {
-    let (code, err, _d) =
-        dump_keys(&["--synapse-url", "http://127.0.0.1:9", "--admin-token-env", "TM_T"], &[("TM_T", "x")]);
+    let (code, err, _d) = dump_keys(
+        &[
+            "--synapse-url",
+            "http://127.0.0.1:9",
+            "--admin-token-env",
+            "TM_T",
+        ],
+        &[("TM_T", "x")],
+    );
     assert_eq!(code, 1);
     let line = error_line(&err);
-    assert!(line.contains("cannot reach Synapse at http://127.0.0.1:9"), "{line}");
+    assert!(
+        line.contains("cannot reach Synapse at http://127.0.0.1:9"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -52,15 +79,27 @@ fn client_only_listener_for_federation() {
     let yaml = s.homeserver_yaml.display().to_string();
     let (code, err, d) = dump_keys(
         &[
-            "--synapse-url", &s.client_url, "--federation-url", &s.client_only_url,
-            "--homeserver-yaml", &yaml, "--admin-token-env", "TM_T",
+            "--synapse-url",
+            &s.client_url,
+            "--federation-url",
+            &s.client_only_url,
+            "--homeserver-yaml",
+            &yaml,
+            "--admin-token-env",
+            "TM_T",
         ],
         &[("TM_T", &s.admin.access_token)],
     );
     assert_eq!(code, 1);
     let line = error_line(&err);
-    assert!(line.contains("does not serve federation") && line.contains("federation_url"), "{line}");
-    assert!(!d.path().join("a/keys/signing.key").exists(), "nothing may be written");
+    assert!(
+        line.contains("does not serve federation") && line.contains("federation_url"),
+        "{line}"
+    );
+    assert!(
+        !d.path().join("a/keys/signing.key").exists(),
+        "nothing may be written"
+    );
 }
 
 #[test]
@@ -68,34 +107,64 @@ fn federation_whitelist_without_our_name() {
     let w = &scenario().whitelist;
     let yaml = w.homeserver_yaml.display().to_string();
     let (code, err, _d) = dump_keys(
-        &["--synapse-url", &w.client_url, "--homeserver-yaml", &yaml, "--admin-token-env", "TM_T"],
+        &[
+            "--synapse-url",
+            &w.client_url,
+            "--homeserver-yaml",
+            &yaml,
+            "--admin-token-env",
+            "TM_T",
+        ],
         &[("TM_T", &w.admin.access_token)],
     );
     assert_eq!(code, 1);
     let line = error_line(&err);
-    assert!(line.contains("federation_domain_whitelist must include its own server name"), "{line}");
+    assert!(
+        line.contains("federation_domain_whitelist must include its own server name"),
+        "{line}"
+    );
 }
 
 #[test]
 fn unreadable_or_garbled_signing_key() {
     let s = scenario();
     let (code, err, _d) = dump_keys(
-        &["--synapse-url", &s.client_url, "--signing-key", "/nonexistent/signing.key", "--admin-token-env", "TM_T"],
+        &[
+            "--synapse-url",
+            &s.client_url,
+            "--signing-key",
+            "/nonexistent/signing.key",
+            "--admin-token-env",
+            "TM_T",
+        ],
         &[("TM_T", &s.admin.access_token)],
     );
     assert_eq!(code, 1);
-    assert!(error_line(&err).contains("signing key /nonexistent/signing.key: No such file"), "{err}");
+    assert!(
+        error_line(&err).contains("signing key /nonexistent/signing.key: No such file"),
+        "{err}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let garbled = dir.path().join("k");
     std::fs::write(&garbled, "ed25519 a_x not*base64\n").unwrap();
     let g = garbled.display().to_string();
     let (code, err, _d) = dump_keys(
-        &["--synapse-url", &s.client_url, "--signing-key", &g, "--admin-token-env", "TM_T"],
+        &[
+            "--synapse-url",
+            &s.client_url,
+            "--signing-key",
+            &g,
+            "--admin-token-env",
+            "TM_T",
+        ],
         &[("TM_T", &s.admin.access_token)],
     );
     assert_eq!(code, 1);
-    assert!(error_line(&err).contains("line 1: seed is not base64"), "{err}");
+    assert!(
+        error_line(&err).contains("line 1: seed is not base64"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -107,18 +176,44 @@ fn diagnostics_pass_on_a_good_setup_and_explain_a_bad_one() {
     let out = tm(&args, &[("TM_TEST_TOKEN", &s.admin.access_token)]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", text(&out));
-    for step in ["admin login", "server version", "signing key", "federation listener", "self-signed request", "database"] {
-        assert!(stdout.lines().any(|l| l.starts_with("✓ ") && l.contains(step)), "{step} in:\n{stdout}");
+    for step in [
+        "admin login",
+        "server version",
+        "signing key",
+        "federation listener",
+        "self-signed request",
+        "database",
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("✓ ") && l.contains(step)),
+            "{step} in:\n{stdout}"
+        );
     }
     assert!(!stdout.contains('✗'));
 
     let w = &s.whitelist;
     let yaml = w.homeserver_yaml.display().to_string();
     let out = tm(
-        &["test", "synapse", "--synapse-url", &w.client_url, "--homeserver-yaml", &yaml, "--admin-token-env", "TM_T"],
+        &[
+            "test",
+            "synapse",
+            "--synapse-url",
+            &w.client_url,
+            "--homeserver-yaml",
+            &yaml,
+            "--admin-token-env",
+            "TM_T",
+        ],
         &[("TM_T", &w.admin.access_token)],
     );
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.lines().any(|l| l.starts_with("✗ self-signed request") && l.contains("whitelist")), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("✗ self-signed request") && l.contains("whitelist")),
+        "{stdout}"
+    );
 }

@@ -16,12 +16,17 @@ use transition_matrix::archive::{fsutil, Archive, Manifest};
 use transition_matrix::matrix::pdu;
 
 fn synapse_db() -> SqlitePool {
-    let opts = SqliteConnectOptions::new().filename(&scenario().database).read_only(true);
+    let opts = SqliteConnectOptions::new()
+        .filename(&scenario().database)
+        .read_only(true);
     SqlitePool::connect_lazy_with(opts)
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn admin_get(path: &str) -> serde_json::Value {
@@ -63,16 +68,34 @@ fn archive_holds_every_user_room_event_session_and_media_byte() {
     let rooms = admin_get("/_synapse/admin/v1/rooms?limit=1");
     assert_eq!(m.counts.rooms, rooms["total_rooms"].as_u64().unwrap());
     let archive = Archive::open(root).unwrap();
-    let lobby: RoomMeta =
-        fsutil::read_json(&archive.room_dir(&s.rooms["public"].room_id).join("room.json")).unwrap();
+    let lobby: RoomMeta = fsutil::read_json(
+        &archive
+            .room_dir(&s.rooms["public"].room_id)
+            .join("room.json"),
+    )
+    .unwrap();
     assert!(lobby.published, "the lobby is in the room directory");
     assert_eq!(lobby.aliases, vec!["#lobby:example.test".to_owned()]);
-    assert_eq!(lobby.canonical_alias.as_deref(), Some("#lobby:example.test"));
-    assert!(lobby.pruned_events >= 2, "redactions and the erased user's events arrive pruned");
-    let abandoned: RoomMeta =
-        fsutil::read_json(&archive.room_dir(&s.rooms["abandoned"].room_id).join("room.json")).unwrap();
-    assert_eq!(abandoned.history_source, "admin-messages", "no local member: admin API");
-    let huge: RoomMeta = fsutil::read_json(&archive.room_dir(&s.rooms["huge"].room_id).join("room.json")).unwrap();
+    assert_eq!(
+        lobby.canonical_alias.as_deref(),
+        Some("#lobby:example.test")
+    );
+    assert!(
+        lobby.pruned_events >= 2,
+        "redactions and the erased user's events arrive pruned"
+    );
+    let abandoned: RoomMeta = fsutil::read_json(
+        &archive
+            .room_dir(&s.rooms["abandoned"].room_id)
+            .join("room.json"),
+    )
+    .unwrap();
+    assert_eq!(
+        abandoned.history_source, "admin-messages",
+        "no local member: admin API"
+    );
+    let huge: RoomMeta =
+        fsutil::read_json(&archive.room_dir(&s.rooms["huge"].room_id).join("room.json")).unwrap();
     assert!(huge.events >= 5000 && huge.history_source == "federation-backfill");
     let ids: BTreeSet<String> = archive.room_ids().unwrap().into_iter().collect();
     for r in s.rooms.values() {
@@ -133,9 +156,14 @@ fn archive_holds_every_user_room_event_session_and_media_byte() {
     for (_, sha) in tree_checksums(&scenario().media_store.join("local_content")) {
         store.insert(sha);
     }
-    let blobs: BTreeSet<String> = tree_checksums(&root.join("media/blobs")).into_values().collect();
+    let blobs: BTreeSet<String> = tree_checksums(&root.join("media/blobs"))
+        .into_values()
+        .collect();
     assert!(!store.is_empty());
-    assert_eq!(blobs, store, "media bytes differ from Synapse's media store");
+    assert_eq!(
+        blobs, store,
+        "media bytes differ from Synapse's media store"
+    );
 }
 
 #[test]
@@ -143,31 +171,64 @@ fn user_files_carry_devices_tokens_keys_and_account_data() {
     let (root, _) = reference_archive();
     let s = scenario();
     let alice = &s.users["alice"];
-    let rec: UserRecord = fsutil::read_json(&Archive::open(root).unwrap().user_path(&alice.user_id)).unwrap();
+    let rec: UserRecord =
+        fsutil::read_json(&Archive::open(root).unwrap().user_path(&alice.user_id)).unwrap();
     let devices: BTreeSet<&str> = rec.devices.iter().map(|d| d.device_id.as_str()).collect();
     for (device, token) in &alice.devices {
         assert!(devices.contains(device.as_str()), "device {device}");
         assert!(
-            rec.secrets.access_tokens.iter().any(|t| &t.token == token && t.device_id.as_deref() == Some(device)),
+            rec.secrets
+                .access_tokens
+                .iter()
+                .any(|t| &t.token == token && t.device_id.as_deref() == Some(device)),
             "token of {device}"
         );
-        assert!(rec.e2e.device_keys.contains_key(device), "device keys of {device}");
-        assert_eq!(rec.e2e.one_time_keys.get(device).map(|k| k.len()), Some(5), "OTKs of {device}");
+        assert!(
+            rec.e2e.device_keys.contains_key(device),
+            "device keys of {device}"
+        );
+        assert_eq!(
+            rec.e2e.one_time_keys.get(device).map(|k| k.len()),
+            Some(5),
+            "OTKs of {device}"
+        );
     }
-    assert!(rec.secrets.password_hash.as_deref().is_some_and(|h| h.starts_with("$2")));
-    assert!(rec.e2e.master_key.is_some() && rec.e2e.self_signing_key.is_some() && rec.e2e.user_signing_key.is_some());
+    assert!(rec
+        .secrets
+        .password_hash
+        .as_deref()
+        .is_some_and(|h| h.starts_with("$2")));
+    assert!(
+        rec.e2e.master_key.is_some()
+            && rec.e2e.self_signing_key.is_some()
+            && rec.e2e.user_signing_key.is_some()
+    );
     assert!(rec.account_data.global.contains_key("org.example.global"));
     assert!(rec.account_data.global.contains_key("m.direct"));
     let public = &s.rooms["public"].room_id;
-    assert!(rec.account_data.rooms[public]["m.tag"]["tags"].get("m.favourite").is_some());
+    assert!(rec.account_data.rooms[public]["m.tag"]["tags"]
+        .get("m.favourite")
+        .is_some());
     assert_eq!(rec.pushers.len(), 1);
     assert!(rec.threepids.iter().any(|t| t["medium"] == "email"));
     let rules = rec.push_rules.as_ref().unwrap();
-    assert!(rules["global"]["content"].as_array().unwrap().iter().any(|r| r["rule_id"] == "myrule"));
+    assert!(rules["global"]["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["rule_id"] == "myrule"));
     // No puppet (login-as) token is ever migrated.
     assert_eq!(rec.secrets.access_tokens.len(), alice.devices.len());
-    let bob: UserRecord = fsutil::read_json(&Archive::open(root).unwrap().user_path(&s.users["bob"].user_id)).unwrap();
-    assert!(!bob.secrets.to_device.is_empty(), "bob's pending to-device message");
+    let bob: UserRecord = fsutil::read_json(
+        &Archive::open(root)
+            .unwrap()
+            .user_path(&s.users["bob"].user_id),
+    )
+    .unwrap();
+    assert!(
+        !bob.secrets.to_device.is_empty(),
+        "bob's pending to-device message"
+    );
 }
 
 #[test]
@@ -177,17 +238,29 @@ fn secrets_are_0600_and_never_logged() {
     assert!(m.secret_files.iter().any(|f| f.starts_with("users/")));
     assert!(m.secret_files.iter().any(|f| f == "keys/signing.key"));
     for f in &m.secret_files {
-        let mode = std::fs::metadata(root.join(f)).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(root.join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "{f}");
     }
     let log = text(out);
-    assert!(log.contains("connected to Synapse"), "the log was captured: {log}");
+    assert!(
+        log.contains("connected to Synapse"),
+        "the log was captured: {log}"
+    );
     for secret in secrets() {
         assert!(!log.contains(&secret), "a secret appears in the log");
     }
     // The signing key in the archive is the one Synapse signs with.
     let key = std::fs::read_to_string(root.join("keys/signing.key")).unwrap();
-    assert_eq!(key.trim(), std::fs::read_to_string(&scenario().signing_key_path).unwrap().trim());
+    assert_eq!(
+        key.trim(),
+        std::fs::read_to_string(&scenario().signing_key_path)
+            .unwrap()
+            .trim()
+    );
 }
 
 #[test]
@@ -199,7 +272,11 @@ fn second_run_changes_nothing() {
     let before = tree_checksums(&root);
     let second = dump(&root, &[]);
     assert!(second.status.success(), "{}", text(&second));
-    assert!(text(&second).contains("dumped nothing"), "{}", text(&second));
+    assert!(
+        text(&second).contains("dumped nothing"),
+        "{}",
+        text(&second)
+    );
     assert_eq!(tree_checksums(&root), before);
 }
 
@@ -231,7 +308,12 @@ fn a_killed_dump_resumes_to_the_same_archive() {
     let s = scenario();
     let mut args: Vec<String> = vec!["synapse".into(), "dump".into(), "all".into()];
     args.extend(common::synapse_flags());
-    args.extend(["--archive".into(), root.display().to_string(), "--concurrency".into(), "1".into()]);
+    args.extend([
+        "--archive".into(),
+        root.display().to_string(),
+        "--concurrency".into(),
+        "1".into(),
+    ]);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_transition-matrix"))
         .args(&args)
         .env("TM_TEST_TOKEN", &s.admin.access_token)
@@ -243,21 +325,34 @@ fn a_killed_dump_resumes_to_the_same_archive() {
     let checkpoint = root.join("checkpoint.jsonl");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let lines = std::fs::read_to_string(&checkpoint).map(|t| t.lines().count()).unwrap_or(0);
-        if lines >= 1 + s.users.len() + 1 + 1 {
+        let lines = std::fs::read_to_string(&checkpoint)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        // keys + every user (the admin is not in `s.users`) + one room
+        let wanted = 1 + (s.users.len() + 1) + 1;
+        if lines >= wanted {
             break;
         }
-        assert!(child.try_wait().unwrap().is_none(), "the dump ended before it could be killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the dump ended before it could be killed"
+        );
         assert!(Instant::now() < deadline, "the dump made no progress");
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(!root.join("manifest.json").exists(), "killed before the end, so no manifest yet");
+    assert!(
+        !root.join("manifest.json").exists(),
+        "killed before the end, so no manifest yet"
+    );
 
     let resumed = dump(&root, &[]);
     assert!(resumed.status.success(), "{}", text(&resumed));
-    assert!(text(&resumed).contains("already done:") && !text(&resumed).contains("already done: nothing"));
+    assert!(
+        text(&resumed).contains("already done:")
+            && !text(&resumed).contains("already done: nothing")
+    );
     assert_eq!(comparable(&root), comparable(reference));
     assert_eq!(manifest(&root).counts, manifest(reference).counts);
 }

@@ -63,17 +63,27 @@ impl Checkpoint {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("cannot read", path, e)),
         }
-        Ok(Checkpoint { path: path.to_owned(), done: Mutex::new(done) })
+        Ok(Checkpoint {
+            path: path.to_owned(),
+            done: Mutex::new(done),
+        })
     }
 
     /// Whether an item is recorded as done.
     pub fn is_done(&self, kind: ItemKind, id: &str) -> bool {
-        self.done.lock().expect("checkpoint lock").contains_key(&(kind, id.to_owned()))
+        self.done
+            .lock()
+            .expect("checkpoint lock")
+            .contains_key(&(kind, id.to_owned()))
     }
 
     /// The recorded entry of an item.
     pub fn get(&self, kind: ItemKind, id: &str) -> Option<Entry> {
-        self.done.lock().expect("checkpoint lock").get(&(kind, id.to_owned())).cloned()
+        self.done
+            .lock()
+            .expect("checkpoint lock")
+            .get(&(kind, id.to_owned()))
+            .cloned()
     }
 
     /// Records an item as done (after its files are in place).
@@ -89,10 +99,13 @@ impl Checkpoint {
         // A torn line from a killed run must not glue onto ours.
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
         if len > 0 && !ends_with_newline(&self.path)? {
-            f.write_all(b"\n").map_err(|e| Error::io("cannot write", &self.path, e))?;
+            f.write_all(b"\n")
+                .map_err(|e| Error::io("cannot write", &self.path, e))?;
         }
-        f.write_all(line.as_bytes()).map_err(|e| Error::io("cannot write", &self.path, e))?;
-        f.sync_data().map_err(|e| Error::io("cannot sync", &self.path, e))?;
+        f.write_all(line.as_bytes())
+            .map_err(|e| Error::io("cannot write", &self.path, e))?;
+        f.sync_data()
+            .map_err(|e| Error::io("cannot sync", &self.path, e))?;
         done.insert((entry.kind, entry.id.clone()), entry);
         Ok(())
     }
@@ -101,7 +114,8 @@ impl Checkpoint {
     pub fn clear(&self) -> Result<()> {
         let mut done = self.done.lock().expect("checkpoint lock");
         if self.path.exists() {
-            std::fs::remove_file(&self.path).map_err(|e| Error::io("cannot remove", &self.path, e))?;
+            std::fs::remove_file(&self.path)
+                .map_err(|e| Error::io("cannot remove", &self.path, e))?;
         }
         done.clear();
         Ok(())
@@ -122,9 +136,11 @@ impl Checkpoint {
 fn ends_with_newline(path: &Path) -> Result<bool> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = File::open(path).map_err(|e| Error::io("cannot read", path, e))?;
-    f.seek(SeekFrom::End(-1)).map_err(|e| Error::io("cannot read", path, e))?;
+    f.seek(SeekFrom::End(-1))
+        .map_err(|e| Error::io("cannot read", path, e))?;
     let mut b = [0u8; 1];
-    f.read_exact(&mut b).map_err(|e| Error::io("cannot read", path, e))?;
+    f.read_exact(&mut b)
+        .map_err(|e| Error::io("cannot read", path, e))?;
     Ok(b[0] == b'\n')
 }
 
@@ -133,7 +149,13 @@ mod tests {
     use super::*;
 
     fn entry(id: &str) -> Entry {
-        Entry { kind: ItemKind::Room, id: id.into(), files: BTreeMap::new(), counts: BTreeMap::new(), errors: vec![] }
+        Entry {
+            kind: ItemKind::Room,
+            id: id.into(),
+            files: BTreeMap::new(),
+            counts: BTreeMap::new(),
+            errors: vec![],
+        }
     }
 
     #[test]
@@ -151,9 +173,15 @@ mod tests {
         assert!(!cp.is_done(ItemKind::Room, "!b"));
         cp.record(entry("!c")).unwrap();
         let cp = Checkpoint::open(&p).unwrap();
-        assert!(cp.is_done(ItemKind::Room, "!c"), "a line after a torn one is read");
+        assert!(
+            cp.is_done(ItemKind::Room, "!c"),
+            "a line after a torn one is read"
+        );
         assert_eq!(cp.entries(ItemKind::Room).len(), 2);
         cp.clear().unwrap();
-        assert!(Checkpoint::open(&p).unwrap().entries(ItemKind::Room).is_empty());
+        assert!(Checkpoint::open(&p)
+            .unwrap()
+            .entries(ItemKind::Room)
+            .is_empty());
     }
 }

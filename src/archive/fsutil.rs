@@ -22,7 +22,9 @@ pub fn create_file(path: &Path, secret: bool) -> Result<File> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(if secret { 0o600 } else { 0o644 });
     }
-    let file = opts.open(path).map_err(|e| Error::io("cannot create", path, e))?;
+    let file = opts
+        .open(path)
+        .map_err(|e| Error::io("cannot create", path, e))?;
     #[cfg(unix)]
     if secret {
         // An existing file keeps its old mode through `open`; force it.
@@ -35,7 +37,10 @@ pub fn create_file(path: &Path, secret: bool) -> Result<File> {
 
 /// The temporary name used while `path` is being written.
 pub fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".tmp");
     path.with_file_name(name)
 }
@@ -47,8 +52,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
     }
     let tmp = tmp_path(path);
     let mut f = create_file(&tmp, secret)?;
-    f.write_all(bytes).map_err(|e| Error::io("cannot write", &tmp, e))?;
-    f.sync_all().map_err(|e| Error::io("cannot sync", &tmp, e))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io("cannot write", &tmp, e))?;
+    f.sync_all()
+        .map_err(|e| Error::io("cannot sync", &tmp, e))?;
     drop(f);
     rename(&tmp, path)
 }
@@ -109,6 +116,9 @@ mod tests {
         let q = dir.path().join("q");
         write_atomic(&q, b"x", false).unwrap();
         write_atomic(&q, b"y", true).unwrap();
-        assert_eq!(fs::metadata(&q).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&q).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

@@ -28,7 +28,9 @@ impl Archive {
     /// Opens (creating if needed) an archive directory.
     pub fn create(root: &Path) -> Result<Self> {
         fsutil::create_dir_all(root)?;
-        Ok(Archive { root: root.to_owned() })
+        Ok(Archive {
+            root: root.to_owned(),
+        })
     }
 
     /// An archive directory that must already exist.
@@ -39,7 +41,9 @@ impl Archive {
                 reason: "no manifest.json: not an archive written by `synapse dump`".into(),
             });
         }
-        Ok(Archive { root: root.to_owned() })
+        Ok(Archive {
+            root: root.to_owned(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -60,35 +64,53 @@ impl Archive {
 
     /// The file of one user: `users/<percent-encoded localpart>.json`.
     pub fn user_path(&self, user_id: &str) -> PathBuf {
-        let localpart = user_id.trim_start_matches('@').split(':').next().unwrap_or(user_id);
-        self.root.join("users").join(format!("{}.json", urlencoding::encode(localpart)))
+        let localpart = user_id
+            .trim_start_matches('@')
+            .split(':')
+            .next()
+            .unwrap_or(user_id);
+        self.root
+            .join("users")
+            .join(format!("{}.json", urlencoding::encode(localpart)))
     }
 
     /// The directory of one room: `rooms/<percent-encoded room id>/`.
     pub fn room_dir(&self, room_id: &str) -> PathBuf {
-        self.root.join("rooms").join(urlencoding::encode(room_id).as_ref())
+        self.root
+            .join("rooms")
+            .join(urlencoding::encode(room_id).as_ref())
     }
 
     /// The metadata file of one media item.
     pub fn media_meta_path(&self, media_id: &str) -> PathBuf {
-        self.root.join("media/meta").join(format!("{}.json", urlencoding::encode(media_id)))
+        self.root
+            .join("media/meta")
+            .join(format!("{}.json", urlencoding::encode(media_id)))
     }
 
     /// The content-addressed file holding media bytes with this sha256.
     pub fn media_blob_path(&self, sha256: &str) -> PathBuf {
-        self.root.join("media/blobs").join(&sha256[..2.min(sha256.len())]).join(sha256)
+        self.root
+            .join("media/blobs")
+            .join(&sha256[..2.min(sha256.len())])
+            .join(sha256)
     }
 
     /// A path relative to the root, as recorded in checksums and the manifest.
     pub fn relative(&self, path: &Path) -> String {
-        path.strip_prefix(&self.root).unwrap_or(path).to_string_lossy().into_owned()
+        path.strip_prefix(&self.root)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned()
     }
 
     /// Every room directory in the archive, with the room id it holds.
     pub fn room_ids(&self) -> Result<Vec<String>> {
         let dir = self.root.join("rooms");
         let mut ids = Vec::new();
-        let Ok(rd) = std::fs::read_dir(&dir) else { return Ok(ids) };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return Ok(ids);
+        };
         for entry in rd {
             let entry = entry.map_err(|e| crate::Error::io("cannot list", &dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();

@@ -82,12 +82,18 @@ pub fn write_pdus<'a>(path: &Path, lines: impl IntoIterator<Item = &'a PduLine>)
     let mut n = 0;
     for line in lines {
         serde_json::to_writer(&mut enc, line).map_err(|e| Error::malformed("PDU", e))?;
-        enc.write_all(b"\n").map_err(|e| Error::io("cannot write", path, e))?;
+        enc.write_all(b"\n")
+            .map_err(|e| Error::io("cannot write", path, e))?;
         n += 1;
     }
-    let buf = enc.finish().map_err(|e| Error::io("cannot write", path, e))?;
-    let file = buf.into_inner().map_err(|e| Error::io("cannot write", path, e.into_error()))?;
-    file.sync_all().map_err(|e| Error::io("cannot sync", path, e))?;
+    let buf = enc
+        .finish()
+        .map_err(|e| Error::io("cannot write", path, e))?;
+    let file = buf
+        .into_inner()
+        .map_err(|e| Error::io("cannot write", path, e.into_error()))?;
+    file.sync_all()
+        .map_err(|e| Error::io("cannot sync", path, e))?;
     Ok(n)
 }
 
@@ -102,7 +108,11 @@ impl PduReader {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::io("cannot read", path, e))?;
         let dec = zstd::Decoder::new(file).map_err(|e| Error::io("cannot decompress", path, e))?;
-        Ok(PduReader { path: path.to_owned(), lines: BufReader::new(dec).lines(), line_no: 0 })
+        Ok(PduReader {
+            path: path.to_owned(),
+            lines: BufReader::new(dec).lines(),
+            line_no: 0,
+        })
     }
 }
 
@@ -111,9 +121,15 @@ impl Iterator for PduReader {
     fn next(&mut self) -> Option<Self::Item> {
         let line = self.lines.next()?;
         self.line_no += 1;
-        let bad = |reason: String| Error::Archive { path: self.path.clone(), reason };
+        let bad = |reason: String| Error::Archive {
+            path: self.path.clone(),
+            reason,
+        };
         Some(match line {
-            Err(e) => Err(bad(format!("line {}: {e} (truncated or garbled?)", self.line_no))),
+            Err(e) => Err(bad(format!(
+                "line {}: {e} (truncated or garbled?)",
+                self.line_no
+            ))),
             Ok(text) => serde_json::from_str(&text)
                 .map_err(|e| bad(format!("line {}: not a PDU line: {e}", self.line_no))),
         })
@@ -131,8 +147,10 @@ mod tests {
         let lines: Vec<PduLine> = (0..50)
             .map(|i| PduLine {
                 event_id: format!("$e{i}"),
-                pdu: crate::matrix::pdu::from_value(serde_json::json!({"depth": i, "type": "m.room.message"}))
-                    .unwrap(),
+                pdu: crate::matrix::pdu::from_value(
+                    serde_json::json!({"depth": i, "type": "m.room.message"}),
+                )
+                .unwrap(),
             })
             .collect();
         assert_eq!(write_pdus(&p, &lines).unwrap(), 50);

@@ -107,7 +107,11 @@ impl KeyBackup {
     pub fn session_count(&self) -> u64 {
         self.rooms
             .values()
-            .map(|r| r.get("sessions").and_then(Value::as_object).map_or(0, |s| s.len() as u64))
+            .map(|r| {
+                r.get("sessions")
+                    .and_then(Value::as_object)
+                    .map_or(0, |s| s.len() as u64)
+            })
             .sum()
     }
 }

@@ -12,7 +12,12 @@ use crate::cli::synapse::SynapseCmd;
 
 /// Move whole chat servers into Matrix's Conduit homeserver without losing anything.
 #[derive(Debug, Parser)]
-#[command(name = "transition-matrix", version, about, after_help = "Example:\n  transition-matrix --config tm.toml synapse dump all --archive ./archive\n  transition-matrix --config tm.toml test synapse")]
+#[command(
+    name = "transition-matrix",
+    version,
+    about,
+    after_help = "Example:\n  transition-matrix --config tm.toml synapse dump all --archive ./archive\n  transition-matrix --config tm.toml test synapse"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

@@ -22,12 +22,29 @@ pub fn run(args: StatusArgs, config: &Config) -> Result<i32> {
     let archive = Archive::create(&path)?;
     let cp = Checkpoint::open(&archive.checkpoint_path())?;
     println!("archive {}", path.display());
-    for (kind, name) in [(ItemKind::Keys, "keys"), (ItemKind::User, "users"), (ItemKind::Room, "rooms"), (ItemKind::Media, "media")] {
+    for (kind, name) in [
+        (ItemKind::Keys, "keys"),
+        (ItemKind::User, "users"),
+        (ItemKind::Room, "rooms"),
+        (ItemKind::Media, "media"),
+    ] {
         let entries = cp.entries(kind);
         let errors: usize = entries.iter().map(|e| e.errors.len()).sum();
         let events: u64 = entries.iter().filter_map(|e| e.counts.get("events")).sum();
-        let extra = if kind == ItemKind::Room { format!(", {events} events") } else { String::new() };
-        println!("  {name:<6} {:>6} done{extra}{}", entries.len(), if errors > 0 { format!(", {errors} problems") } else { String::new() });
+        let extra = if kind == ItemKind::Room {
+            format!(", {events} events")
+        } else {
+            String::new()
+        };
+        println!(
+            "  {name:<6} {:>6} done{extra}{}",
+            entries.len(),
+            if errors > 0 {
+                format!(", {errors} problems")
+            } else {
+                String::new()
+            }
+        );
     }
     Ok(0)
 }

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 
+use transition_matrix::archive::Archive;
 use transition_matrix::config::{secret_from_env, Config};
 use transition_matrix::synapse::dump::{self, DumpOptions};
 use transition_matrix::synapse::{Source, SynapseSettings};
-use transition_matrix::archive::Archive;
 
 #[derive(Debug, Subcommand)]
 pub enum SynapseCmd {
@@ -94,7 +94,8 @@ impl SynapseArgs {
     /// Merges flags over the config file and reads secrets from the environment.
     pub fn resolve(&self, config: &Config) -> Result<SynapseSettings> {
         let c = &config.synapse;
-        let pick = |flag: &Option<String>, file: &Option<String>| flag.clone().or_else(|| file.clone());
+        let pick =
+            |flag: &Option<String>, file: &Option<String>| flag.clone().or_else(|| file.clone());
         let pw_env = pick(&self.admin_password_env, &c.admin_password_env);
         let tok_env = pick(&self.admin_token_env, &c.admin_token_env);
         let db_env = pick(&self.synapse_db_env, &c.database_env);
@@ -102,7 +103,10 @@ impl SynapseArgs {
             url: pick(&self.synapse_url, &c.url),
             federation_url: pick(&self.federation_url, &c.federation_url),
             server_name: pick(&self.server_name, &c.server_name),
-            homeserver_yaml: self.homeserver_yaml.clone().or_else(|| c.homeserver_yaml.clone()),
+            homeserver_yaml: self
+                .homeserver_yaml
+                .clone()
+                .or_else(|| c.homeserver_yaml.clone()),
             signing_key: self.signing_key.clone().or_else(|| c.signing_key.clone()),
             admin_user: pick(&self.admin_user, &c.admin_user),
             admin_password: secret_from_env("admin_password_env", pw_env.as_deref())?,
@@ -147,23 +151,46 @@ async fn dump_cmd(args: DumpArgs, config: &Config) -> Result<i32> {
     let summary = result?;
     let m = summary.manifest.as_ref().expect("run sets the manifest");
     let list = |m: &std::collections::BTreeMap<&str, u64>| {
-        if m.is_empty() { "nothing".to_owned() } else { m.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", ") }
+        if m.is_empty() {
+            "nothing".to_owned()
+        } else {
+            m.iter()
+                .map(|(k, v)| format!("{v} {k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
     };
-    println!("dumped {}; already done: {}", list(&summary.dumped), list(&summary.skipped));
+    println!(
+        "dumped {}; already done: {}",
+        list(&summary.dumped),
+        list(&summary.skipped)
+    );
     println!(
         "archive {}: {} users, {} rooms, {} events, {} media ({} bytes), {} key backup sessions",
-        archive_path.display(), m.counts.users, m.counts.rooms, m.counts.events, m.counts.media,
-        m.counts.media_bytes, m.counts.key_backup_sessions
+        archive_path.display(),
+        m.counts.users,
+        m.counts.rooms,
+        m.counts.events,
+        m.counts.media,
+        m.counts.media_bytes,
+        m.counts.key_backup_sessions
     );
     if !summary.failed.is_empty() {
-        eprintln!("{} items failed (run again to retry them):", summary.failed.len());
+        eprintln!(
+            "{} items failed (run again to retry them):",
+            summary.failed.len()
+        );
         for f in &summary.failed {
             eprintln!("  {f}");
         }
         return Ok(2);
     }
     if m.errors > 0 {
-        eprintln!("{} problems were found and kept out of the archive: see {}", m.errors, archive.report_path().display());
+        eprintln!(
+            "{} problems were found and kept out of the archive: see {}",
+            m.errors,
+            archive.report_path().display()
+        );
         return Ok(3);
     }
     Ok(0)

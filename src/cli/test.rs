@@ -11,7 +11,9 @@ use crate::cli::synapse::SynapseArgs;
 #[derive(Debug, Subcommand)]
 pub enum TestCmd {
     /// Check every step a dump needs: login, admin rights, federation listener, signing key, DB.
-    #[command(after_help = "Example:\n  SYNAPSE_ADMIN_TOKEN=syt_… transition-matrix test synapse --synapse-url http://127.0.0.1:8008 \\\n      --admin-token-env SYNAPSE_ADMIN_TOKEN --homeserver-yaml /etc/synapse/homeserver.yaml")]
+    #[command(
+        after_help = "Example:\n  SYNAPSE_ADMIN_TOKEN=syt_… transition-matrix test synapse --synapse-url http://127.0.0.1:8008 \\\n      --admin-token-env SYNAPSE_ADMIN_TOKEN --homeserver-yaml /etc/synapse/homeserver.yaml"
+    )]
     Synapse(SynapseArgs),
 }
 

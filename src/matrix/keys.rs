@@ -22,14 +22,19 @@ pub struct ServerKey {
 impl std::fmt::Debug for ServerKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the seed.
-        f.debug_struct("ServerKey").field("key_id", &self.key_id()).finish_non_exhaustive()
+        f.debug_struct("ServerKey")
+            .field("key_id", &self.key_id())
+            .finish_non_exhaustive()
     }
 }
 
 impl ServerKey {
     /// Parses Synapse's signing key file text. The first key is the one Synapse signs with.
     pub fn parse_synapse(text: &str, path: &Path) -> Result<Vec<ServerKey>> {
-        let bad = |reason: String| Error::SigningKey { path: path.to_owned(), reason };
+        let bad = |reason: String| Error::SigningKey {
+            path: path.to_owned(),
+            reason,
+        };
         let mut keys = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -49,9 +54,16 @@ impl ServerKey {
             let bytes = b64_decode(seed_b64)
                 .map_err(|e| bad(format!("line {}: seed is not base64: {e}", n + 1)))?;
             let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-                bad(format!("line {}: seed has {} bytes, expected 32", n + 1, bytes.len()))
+                bad(format!(
+                    "line {}: seed has {} bytes, expected 32",
+                    n + 1,
+                    bytes.len()
+                ))
             })?;
-            keys.push(ServerKey { version: version.to_owned(), seed: Zeroizing::new(seed) });
+            keys.push(ServerKey {
+                version: version.to_owned(),
+                seed: Zeroizing::new(seed),
+            });
         }
         if keys.is_empty() {
             return Err(bad("the file holds no key".into()));
@@ -61,8 +73,10 @@ impl ServerKey {
 
     /// Reads and parses a Synapse signing key file.
     pub fn read_synapse(path: &Path) -> Result<Vec<ServerKey>> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::SigningKey { path: path.to_owned(), reason: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::SigningKey {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
         Self::parse_synapse(&text, path)
     }
 
@@ -80,7 +94,9 @@ impl ServerKey {
     /// The key as a PKCS#8 v1 DER document (what Conduit stores as its keypair).
     pub fn pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
         let sk = ed25519_dalek::SigningKey::from_bytes(&self.seed);
-        let doc = sk.to_pkcs8_der().expect("an ed25519 key always encodes as PKCS#8");
+        let doc = sk
+            .to_pkcs8_der()
+            .expect("an ed25519 key always encodes as PKCS#8");
         Zeroizing::new(doc.as_bytes().to_vec())
     }
 
@@ -92,7 +108,11 @@ impl ServerKey {
 
     /// The line Synapse would write for this key (for copying into the archive).
     pub fn synapse_line(&self) -> Zeroizing<String> {
-        Zeroizing::new(format!("ed25519 {} {}\n", self.version, b64_encode(self.seed.as_ref())))
+        Zeroizing::new(format!(
+            "ed25519 {} {}\n",
+            self.version,
+            b64_encode(self.seed.as_ref())
+        ))
     }
 }
 
@@ -117,15 +137,22 @@ mod tests {
         let sig = ed25519_dalek::Signature::from_slice(sig.as_bytes()).unwrap();
         vk.verify_strict(b"hello", &sig).unwrap();
         assert_eq!(k.synapse_line().as_str(), KEY);
-        assert!(!format!("{k:?}").contains("9hBK"), "Debug must not print the seed");
+        assert!(
+            !format!("{k:?}").contains("9hBK"),
+            "Debug must not print the seed"
+        );
     }
 
     #[test]
     fn rejects_garbage_with_line_numbers() {
         let p = Path::new("/x/k");
-        let e = ServerKey::parse_synapse("ed25519 v1 !!!notbase64", p).unwrap_err().to_string();
+        let e = ServerKey::parse_synapse("ed25519 v1 !!!notbase64", p)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 1") && e.contains("/x/k"), "{e}");
-        let e = ServerKey::parse_synapse("ed25519 v1 AAAA", p).unwrap_err().to_string();
+        let e = ServerKey::parse_synapse("ed25519 v1 AAAA", p)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("expected 32"), "{e}");
         let e = ServerKey::parse_synapse("", p).unwrap_err().to_string();
         assert!(e.contains("no key"), "{e}");

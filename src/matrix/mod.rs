@@ -5,7 +5,9 @@ pub mod pdu;
 
 /// Unpadded standard base64 as Matrix uses it; decoding also accepts padding.
 pub fn b64_decode(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
-    use base64::engine::{general_purpose::GeneralPurposeConfig, DecodePaddingMode, GeneralPurpose};
+    use base64::engine::{
+        general_purpose::GeneralPurposeConfig, DecodePaddingMode, GeneralPurpose,
+    };
     use base64::Engine;
     const LENIENT: GeneralPurpose = GeneralPurpose::new(
         &base64::alphabet::STANDARD,

@@ -28,7 +28,8 @@ pub fn rules_for(version: &str) -> Option<RoomVersionRules> {
 /// Parses one PDU from raw JSON text into canonical JSON (rejects floats and huge integers,
 /// which no signed PDU of room v6+ can contain).
 pub fn parse(raw: &str) -> Result<CanonicalJsonObject, PduError> {
-    serde_json::from_str::<CanonicalJsonObject>(raw).map_err(|e| PduError::NotCanonical(e.to_string()))
+    serde_json::from_str::<CanonicalJsonObject>(raw)
+        .map_err(|e| PduError::NotCanonical(e.to_string()))
 }
 
 /// Converts a serde_json value into a canonical JSON object.
@@ -58,7 +59,9 @@ pub fn int_field(pdu: &CanonicalJsonObject, key: &str) -> Option<i64> {
 
 /// The ids listed in `prev_events` or `auth_events` (room v3+ strings, or v1/v2 `[id, hashes]`).
 pub fn event_refs(pdu: &CanonicalJsonObject, key: &str) -> Vec<String> {
-    let Some(CanonicalJsonValue::Array(items)) = pdu.get(key) else { return Vec::new() };
+    let Some(CanonicalJsonValue::Array(items)) = pdu.get(key) else {
+        return Vec::new();
+    };
     items
         .iter()
         .filter_map(|item| match item {
@@ -187,19 +190,29 @@ mod tests {
         );
         // Content changes break the hash but not the signature (redaction-like).
         let mut pruned = ev.clone();
-        pruned.insert("content".into(), CanonicalJsonValue::Object(Default::default()));
+        pruned.insert(
+            "content".into(),
+            CanonicalJsonValue::Object(Default::default()),
+        );
         assert_eq!(
             check_signatures(&pruned, &rules, "example.test", &keymap(&key)).unwrap(),
             SignatureCheck::Redacted
         );
         // A changed type is covered by the signature.
         let mut forged = ev.clone();
-        forged.insert("type".into(), CanonicalJsonValue::String("m.room.topic".into()));
+        forged.insert(
+            "type".into(),
+            CanonicalJsonValue::String("m.room.topic".into()),
+        );
         assert!(check_signatures(&forged, &rules, "example.test", &keymap(&key)).is_err());
         // The event id is stable and starts with '$'.
         let id = event_id(&ev, &rules).unwrap();
         assert!(id.starts_with('$') && id.len() == 44, "{id}");
-        assert_eq!(id, event_id(&pruned, &rules).unwrap(), "ids survive redaction");
+        assert_eq!(
+            id,
+            event_id(&pruned, &rules).unwrap(),
+            "ids survive redaction"
+        );
     }
 
     #[test]
@@ -220,7 +233,8 @@ mod tests {
         assert!(!red.contains_key("redacts") && red.contains_key("room_id"));
         // In v10 the top-level redacts is part of the PDU and must stay.
         let v10 = rules_for("10").unwrap();
-        let mut red10 = from_value(serde_json::json!({"type": "m.room.redaction", "redacts": "$y"})).unwrap();
+        let mut red10 =
+            from_value(serde_json::json!({"type": "m.room.redaction", "redacts": "$y"})).unwrap();
         strip_client_raw(&mut red10, &v10);
         assert!(red10.contains_key("redacts"));
     }

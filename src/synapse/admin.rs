@@ -21,11 +21,16 @@ pub struct AdminApi {
 
 impl AdminApi {
     pub fn new(http: Http, token: &str) -> Result<Self> {
-        Ok(AdminApi { http, auth: bearer(token)? })
+        Ok(AdminApi {
+            http,
+            auth: bearer(token)?,
+        })
     }
 
     async fn get(&self, path: &str) -> Result<Value> {
-        self.http.json(Method::GET, path, Some(&self.auth), None).await
+        self.http
+            .json(Method::GET, path, Some(&self.auth), None)
+            .await
     }
 
     /// `whoami` for the admin token.
@@ -36,7 +41,9 @@ impl AdminApi {
 
     /// Fails unless the token belongs to a server admin.
     pub async fn check_is_admin(&self) -> Result<()> {
-        self.get("/_synapse/admin/v2/users?limit=1").await.map(|_| ())
+        self.get("/_synapse/admin/v2/users?limit=1")
+            .await
+            .map(|_| ())
     }
 
     pub async fn server_version(&self) -> Result<String> {
@@ -50,7 +57,9 @@ impl AdminApi {
         let mut from = "0".to_owned();
         loop {
             let v = self
-                .get(&format!("/_synapse/admin/v2/users?deactivated=true&guests=true&limit=500&from={from}"))
+                .get(&format!(
+                    "/_synapse/admin/v2/users?deactivated=true&guests=true&limit=500&from={from}"
+                ))
                 .await?;
             out.extend(array(&v, "users")?.iter().cloned());
             match v.get("next_token") {
@@ -62,21 +71,37 @@ impl AdminApi {
     }
 
     pub async fn user(&self, user_id: &str) -> Result<Value> {
-        self.get(&format!("/_synapse/admin/v2/users/{}", enc(user_id))).await
+        self.get(&format!("/_synapse/admin/v2/users/{}", enc(user_id)))
+            .await
     }
 
     pub async fn devices(&self, user_id: &str) -> Result<Vec<Value>> {
-        let v = self.get(&format!("/_synapse/admin/v2/users/{}/devices", enc(user_id))).await?;
+        let v = self
+            .get(&format!(
+                "/_synapse/admin/v2/users/{}/devices",
+                enc(user_id)
+            ))
+            .await?;
         Ok(array(&v, "devices")?.to_vec())
     }
 
     pub async fn pushers(&self, user_id: &str) -> Result<Vec<Value>> {
-        let v = self.get(&format!("/_synapse/admin/v1/users/{}/pushers", enc(user_id))).await?;
+        let v = self
+            .get(&format!(
+                "/_synapse/admin/v1/users/{}/pushers",
+                enc(user_id)
+            ))
+            .await?;
         Ok(array(&v, "pushers")?.to_vec())
     }
 
     pub async fn account_data(&self, user_id: &str) -> Result<Value> {
-        let v = self.get(&format!("/_synapse/admin/v1/users/{}/accountdata", enc(user_id))).await?;
+        let v = self
+            .get(&format!(
+                "/_synapse/admin/v1/users/{}/accountdata",
+                enc(user_id)
+            ))
+            .await?;
         Ok(v.get("account_data").cloned().unwrap_or_default())
     }
 
@@ -119,7 +144,9 @@ impl AdminApi {
         let mut out = Vec::new();
         let mut from = 0u64;
         loop {
-            let v = self.get(&format!("/_synapse/admin/v1/rooms?limit=500&from={from}")).await?;
+            let v = self
+                .get(&format!("/_synapse/admin/v1/rooms?limit=500&from={from}"))
+                .await?;
             let page = array(&v, "rooms")?;
             out.extend(page.iter().cloned());
             match v.get("next_batch").and_then(Value::as_u64) {
@@ -130,18 +157,24 @@ impl AdminApi {
     }
 
     pub async fn room(&self, room_id: &str) -> Result<Value> {
-        self.get(&format!("/_synapse/admin/v1/rooms/{}", enc(room_id))).await
+        self.get(&format!("/_synapse/admin/v1/rooms/{}", enc(room_id)))
+            .await
     }
 
     /// The current state in client format (each entry has `event_id`).
     pub async fn room_state(&self, room_id: &str) -> Result<Vec<Value>> {
-        let v = self.get(&format!("/_synapse/admin/v1/rooms/{}/state", enc(room_id))).await?;
+        let v = self
+            .get(&format!("/_synapse/admin/v1/rooms/{}/state", enc(room_id)))
+            .await?;
         Ok(array(&v, "state")?.to_vec())
     }
 
     pub async fn forward_extremities(&self, room_id: &str) -> Result<Vec<String>> {
         let v = self
-            .get(&format!("/_synapse/admin/v1/rooms/{}/forward_extremities", enc(room_id)))
+            .get(&format!(
+                "/_synapse/admin/v1/rooms/{}/forward_extremities",
+                enc(room_id)
+            ))
             .await?;
         let mut ids: Vec<String> = array(&v, "results")?
             .iter()
@@ -154,7 +187,11 @@ impl AdminApi {
     /// One page of `/messages` in federation format (full PDUs plus `event_id`/`unsigned`),
     /// oldest first. A bare `&raw` is ignored by Synapse 1.163 (it wants a value), so the
     /// explicit `event_format` filter is used.
-    pub async fn messages_raw(&self, room_id: &str, from: Option<&str>) -> Result<(Vec<Value>, Option<String>)> {
+    pub async fn messages_raw(
+        &self,
+        room_id: &str,
+        from: Option<&str>,
+    ) -> Result<(Vec<Value>, Option<String>)> {
         let mut path = format!(
             "/_synapse/admin/v1/rooms/{}/messages?dir=f&limit=1000&filter={}",
             enc(room_id),
@@ -171,16 +208,28 @@ impl AdminApi {
 
     /// One event as Synapse stores it (full PDU, unredacted).
     pub async fn fetch_event(&self, event_id: &str) -> Result<Value> {
-        let v = self.get(&format!("/_synapse/admin/v1/fetch_event/{}", enc(event_id))).await?;
-        v.get("event").cloned().ok_or_else(|| Error::malformed("fetch_event answer", "no `event`"))
+        let v = self
+            .get(&format!("/_synapse/admin/v1/fetch_event/{}", enc(event_id)))
+            .await?;
+        v.get("event")
+            .cloned()
+            .ok_or_else(|| Error::malformed("fetch_event answer", "no `event`"))
     }
 
     /// Downloads a local media item (authenticated media).
-    pub async fn download_media(&self, server: &str, media_id: &str) -> Result<crate::synapse::http::Body> {
+    pub async fn download_media(
+        &self,
+        server: &str,
+        media_id: &str,
+    ) -> Result<crate::synapse::http::Body> {
         self.http
             .send(
                 Method::GET,
-                &format!("/_matrix/client/v1/media/download/{}/{}", enc(server), enc(media_id)),
+                &format!(
+                    "/_matrix/client/v1/media/download/{}/{}",
+                    enc(server),
+                    enc(media_id)
+                ),
                 Some(&self.auth),
                 None,
             )
@@ -189,20 +238,37 @@ impl AdminApi {
 
     /// Local aliases of a room (client API; Synapse lets admins read them).
     pub async fn room_aliases(&self, room_id: &str) -> Result<Vec<String>> {
-        let v = self.get(&format!("/_matrix/client/v3/rooms/{}/aliases", enc(room_id))).await?;
-        Ok(array(&v, "aliases")?.iter().filter_map(|a| a.as_str().map(str::to_owned)).collect())
+        let v = self
+            .get(&format!(
+                "/_matrix/client/v3/rooms/{}/aliases",
+                enc(room_id)
+            ))
+            .await?;
+        Ok(array(&v, "aliases")?
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect())
     }
 
     /// The client API as the admin itself (the admin cannot "login as" itself).
     pub async fn as_own_user(&self) -> Result<UserApi> {
         let user_id = self.whoami().await?;
-        Ok(UserApi { http: self.http.clone(), auth: self.auth.clone(), user_id })
+        Ok(UserApi {
+            http: self.http.clone(),
+            auth: self.auth.clone(),
+            user_id,
+        })
     }
 
     /// Logs the admin's own token out (used after a password login).
     pub async fn logout(&self) -> Result<()> {
         self.http
-            .json(Method::POST, "/_matrix/client/v3/logout", Some(&self.auth), Some(&json!({})))
+            .json(
+                Method::POST,
+                "/_matrix/client/v3/logout",
+                Some(&self.auth),
+                Some(&json!({})),
+            )
             .await
             .map(|_| ())
     }
@@ -217,7 +283,9 @@ pub async fn password_login(http: &Http, user: &str, password: &str) -> Result<S
         "password": password,
         "initial_device_display_name": "transition-matrix (temporary)",
     });
-    let v = http.json(Method::POST, "/_matrix/client/v3/login", None, Some(&body)).await?;
+    let v = http
+        .json(Method::POST, "/_matrix/client/v3/login", None, Some(&body))
+        .await?;
     field_str(&v, "access_token", "login")
 }
 
@@ -230,11 +298,17 @@ pub struct UserApi {
 
 impl UserApi {
     pub fn new(http: Http, token: &str, user_id: &str) -> Result<Self> {
-        Ok(UserApi { http, auth: bearer(token)?, user_id: user_id.to_owned() })
+        Ok(UserApi {
+            http,
+            auth: bearer(token)?,
+            user_id: user_id.to_owned(),
+        })
     }
 
     async fn get(&self, path: &str) -> Result<Value> {
-        self.http.json(Method::GET, path, Some(&self.auth), None).await
+        self.http
+            .json(Method::GET, path, Some(&self.auth), None)
+            .await
     }
 
     pub async fn push_rules(&self) -> Result<Value> {
@@ -250,7 +324,12 @@ impl UserApi {
     pub async fn keys_query(&self) -> Result<Value> {
         let body = json!({ "device_keys": { &self.user_id: [] } });
         self.http
-            .json(Method::POST, "/_matrix/client/v3/keys/query", Some(&self.auth), Some(&body))
+            .json(
+                Method::POST,
+                "/_matrix/client/v3/keys/query",
+                Some(&self.auth),
+                Some(&body),
+            )
             .await
     }
 
@@ -265,13 +344,21 @@ impl UserApi {
 
     /// Every backed-up session of a backup version: `{room_id: {"sessions": {..}}}`.
     pub async fn key_backup_sessions(&self, version: &str) -> Result<Value> {
-        let v = self.get(&format!("/_matrix/client/v3/room_keys/keys?version={}", enc(version))).await?;
+        let v = self
+            .get(&format!(
+                "/_matrix/client/v3/room_keys/keys?version={}",
+                enc(version)
+            ))
+            .await?;
         Ok(v.get("rooms").cloned().unwrap_or_else(|| json!({})))
     }
 
     pub async fn joined_rooms(&self) -> Result<Vec<String>> {
         let v = self.get("/_matrix/client/v3/joined_rooms").await?;
-        Ok(array(&v, "joined_rooms")?.iter().filter_map(|r| r.as_str().map(str::to_owned)).collect())
+        Ok(array(&v, "joined_rooms")?
+            .iter()
+            .filter_map(|r| r.as_str().map(str::to_owned))
+            .collect())
     }
 
     /// Room tags (`m.tag`), which the admin account-data API leaves out.
@@ -287,7 +374,12 @@ impl UserApi {
     /// Deletes this (puppet) token.
     pub async fn logout(&self) -> Result<()> {
         self.http
-            .json(Method::POST, "/_matrix/client/v3/logout", Some(&self.auth), Some(&json!({})))
+            .json(
+                Method::POST,
+                "/_matrix/client/v3/logout",
+                Some(&self.auth),
+                Some(&json!({})),
+            )
             .await
             .map(|_| ())
     }

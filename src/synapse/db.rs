@@ -21,22 +21,25 @@ impl SynapseDb {
     /// Opens a SQLite path or a `postgres://` URL, read-only.
     pub async fn open(location: &str) -> Result<Self> {
         sqlx::any::install_default_drivers();
-        let (url, backend) = if location.starts_with("postgres://") || location.starts_with("postgresql://") {
-            (location.to_owned(), "postgresql")
-        } else {
-            let path = location.strip_prefix("sqlite://").unwrap_or(location);
-            if !std::path::Path::new(path).is_file() {
-                return Err(Error::Database(format!("{path}: no such file")));
-            }
-            (format!("sqlite://{path}?mode=ro"), "sqlite")
-        };
+        let (url, backend) =
+            if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+                (location.to_owned(), "postgresql")
+            } else {
+                let path = location.strip_prefix("sqlite://").unwrap_or(location);
+                if !std::path::Path::new(path).is_file() {
+                    return Err(Error::Database(format!("{path}: no such file")));
+                }
+                (format!("sqlite://{path}?mode=ro"), "sqlite")
+            };
         let is_pg = backend == "postgresql";
         let pool = AnyPoolOptions::new()
             .max_connections(4)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if is_pg {
-                        sqlx::query("SET default_transaction_read_only = on").execute(conn).await?;
+                        sqlx::query("SET default_transaction_read_only = on")
+                            .execute(conn)
+                            .await?;
                     }
                     Ok(())
                 })
@@ -49,7 +52,9 @@ impl SynapseDb {
 
     /// Number of users (a connectivity check).
     pub async fn user_count(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT count(*) AS n FROM users").fetch_one(&self.pool).await?;
+        let row = sqlx::query("SELECT count(*) AS n FROM users")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(row.try_get::<i64, _>("n")?)
     }
 
@@ -62,16 +67,22 @@ impl SynapseDb {
         .bind(room_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| r.try_get::<String, _>("event_id").map_err(Error::from)).collect()
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("event_id").map_err(Error::from))
+            .collect()
     }
 
     /// Local aliases pointing at a room.
     pub async fn room_aliases(&self, room_id: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT room_alias FROM room_aliases WHERE room_id = $1 ORDER BY room_alias")
-            .bind(room_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| r.try_get::<String, _>("room_alias").map_err(Error::from)).collect()
+        let rows = sqlx::query(
+            "SELECT room_alias FROM room_aliases WHERE room_id = $1 ORDER BY room_alias",
+        )
+        .bind(room_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("room_alias").map_err(Error::from))
+            .collect()
     }
 
     /// Fills `user.secrets` and the database-only E2E keys of one user.
@@ -81,8 +92,11 @@ impl SynapseDb {
             .bind(uid)
             .fetch_optional(&self.pool)
             .await?;
-        user.secrets.password_hash =
-            hash.and_then(|r| r.try_get::<Option<String>, _>("password_hash").ok().flatten());
+        user.secrets.password_hash = hash.and_then(|r| {
+            r.try_get::<Option<String>, _>("password_hash")
+                .ok()
+                .flatten()
+        });
 
         // Puppet tokens (login-as, including ours) have puppets_user_id set: never migrate them.
         let rows = sqlx::query(
@@ -150,9 +164,17 @@ impl SynapseDb {
         .await?;
         for r in &rows {
             let device: String = r.try_get("device_id")?;
-            let id = format!("{}:{}", r.try_get::<String, _>("algorithm")?, r.try_get::<String, _>("key_id")?);
+            let id = format!(
+                "{}:{}",
+                r.try_get::<String, _>("algorithm")?,
+                r.try_get::<String, _>("key_id")?
+            );
             let key: String = r.try_get("key_json")?;
-            user.e2e.one_time_keys.entry(device).or_default().insert(id, json_or_string(&key));
+            user.e2e
+                .one_time_keys
+                .entry(device)
+                .or_default()
+                .insert(id, json_or_string(&key));
         }
 
         let rows = sqlx::query(
@@ -165,14 +187,20 @@ impl SynapseDb {
         .await?;
         for r in &rows {
             let device: String = r.try_get("device_id")?;
-            let id = format!("{}:{}", r.try_get::<String, _>("algorithm")?, r.try_get::<String, _>("key_id")?);
+            let id = format!(
+                "{}:{}",
+                r.try_get::<String, _>("algorithm")?,
+                r.try_get::<String, _>("key_id")?
+            );
             let key: String = r.try_get("key_json")?;
             let used: i32 = r.try_get("used")?;
-            user.e2e
-                .fallback_keys
-                .entry(device)
-                .or_default()
-                .insert(id, FallbackKey { key: json_or_string(&key), used: used != 0 });
+            user.e2e.fallback_keys.entry(device).or_default().insert(
+                id,
+                FallbackKey {
+                    key: json_or_string(&key),
+                    used: used != 0,
+                },
+            );
         }
         user.secrets.read_from_db = true;
         Ok(())

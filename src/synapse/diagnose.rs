@@ -14,7 +14,13 @@ pub struct Step {
 
 impl std::fmt::Display for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", if self.ok { "✓" } else { "✗" }, self.name, self.detail)
+        write!(
+            f,
+            "{} {}: {}",
+            if self.ok { "✓" } else { "✗" },
+            self.name,
+            self.detail
+        )
     }
 }
 
@@ -22,15 +28,27 @@ impl std::fmt::Display for Step {
 pub async fn run(settings: &SynapseSettings, mut emit: impl FnMut(&Step)) -> bool {
     let mut all_ok = true;
     let mut step = |ok: bool, name: &str, detail: String| {
-        let s = Step { ok, name: name.into(), detail };
+        let s = Step {
+            ok,
+            name: name.into(),
+            detail,
+        };
         emit(&s);
         all_ok &= ok;
         ok
     };
     let source = match Source::connect(settings).await {
         Ok(s) => {
-            step(true, "admin login", format!("{} is a server admin", s.admin_user_id));
-            step(true, "server version", format!("Synapse {} serving {}", s.version, s.server_name));
+            step(
+                true,
+                "admin login",
+                format!("{} is a server admin", s.admin_user_id),
+            );
+            step(
+                true,
+                "server version",
+                format!("Synapse {} serving {}", s.version, s.server_name),
+            );
             s
         }
         Err(e) => {
@@ -39,19 +57,43 @@ pub async fn run(settings: &SynapseSettings, mut emit: impl FnMut(&Step)) -> boo
         }
     };
     match &source.signing_key_path {
-        Some(p) => step(true, "signing key", format!("{} ({})", p.display(), source.keys[0].key_id())),
-        None => step(false, "signing key", "none configured (homeserver_yaml or signing_key)".into()),
+        Some(p) => step(
+            true,
+            "signing key",
+            format!("{} ({})", p.display(), source.keys[0].key_id()),
+        ),
+        None => step(
+            false,
+            "signing key",
+            "none configured (homeserver_yaml or signing_key)".into(),
+        ),
     };
     if let Some(fed) = &source.federation {
         match fed.published_keys().await {
-            Ok(p) if p.verify_keys.get(&source.keys[0].key_id()) == Some(&source.keys[0].public_key_b64()) => {
-                step(true, "federation listener", format!("{} publishes the key on disk", fed.http.base()))
+            Ok(p)
+                if p.verify_keys.get(&source.keys[0].key_id())
+                    == Some(&source.keys[0].public_key_b64()) =>
+            {
+                step(
+                    true,
+                    "federation listener",
+                    format!("{} publishes the key on disk", fed.http.base()),
+                )
             }
-            Ok(p) => step(false, "federation listener", format!(
-                "Synapse publishes {:?}; the key on disk is {} with another public key",
-                p.verify_keys.keys().collect::<Vec<_>>(), source.keys[0].key_id()
-            )),
-            Err(e) => step(false, "federation listener", explain_federation_error(e, fed.http.base()).to_string()),
+            Ok(p) => step(
+                false,
+                "federation listener",
+                format!(
+                    "Synapse publishes {:?}; the key on disk is {} with another public key",
+                    p.verify_keys.keys().collect::<Vec<_>>(),
+                    source.keys[0].key_id()
+                ),
+            ),
+            Err(e) => step(
+                false,
+                "federation listener",
+                explain_federation_error(e, fed.http.base()).to_string(),
+            ),
         };
         let path = format!(
             "/_matrix/federation/v1/query/profile?user_id={}",
@@ -59,12 +101,20 @@ pub async fn run(settings: &SynapseSettings, mut emit: impl FnMut(&Step)) -> boo
         );
         match fed.get(&path).await {
             Ok(_) => step(true, "self-signed request", "accepted".into()),
-            Err(e) => step(false, "self-signed request", explain_federation_error(e, fed.http.base()).to_string()),
+            Err(e) => step(
+                false,
+                "self-signed request",
+                explain_federation_error(e, fed.http.base()).to_string(),
+            ),
         };
     }
     if let Some(db) = &source.db {
         match db.user_count().await {
-            Ok(n) => step(true, "database", format!("{} readable, {n} users", db.backend)),
+            Ok(n) => step(
+                true,
+                "database",
+                format!("{} readable, {n} users", db.backend),
+            ),
             Err(e) => step(false, "database", e.to_string()),
         };
     }

@@ -33,7 +33,11 @@ impl Federation {
     pub fn new(http: Http, server_name: &str, keypair: Ed25519KeyPair) -> Result<Self> {
         let server = OwnedServerName::try_from(server_name)
             .map_err(|e| Error::Config(format!("server name {server_name:?}: {e}")))?;
-        Ok(Federation { http, server, keypair })
+        Ok(Federation {
+            http,
+            server,
+            keypair,
+        })
     }
 
     /// The X-Matrix header for one request (GET, no body).
@@ -43,7 +47,8 @@ impl Federation {
             .uri(path)
             .body(Vec::<u8>::new())
             .map_err(|e| Error::Config(format!("cannot build request for {path}: {e}")))?;
-        let input = XMatrixSigningInput::new(self.server.clone(), self.server.clone(), &self.keypair);
+        let input =
+            XMatrixSigningInput::new(self.server.clone(), self.server.clone(), &self.keypair);
         let xm = XMatrix::sign_http_request(&req, input)
             .map_err(|e| Error::Config(format!("cannot sign request {path}: {e}")))?;
         let mut value = HeaderValue::from(&xm);
@@ -59,7 +64,10 @@ impl Federation {
 
     /// `/backfill` from the given events (which are included), newest first.
     pub async fn backfill(&self, room_id: &str, from: &[String]) -> Result<Vec<Value>> {
-        let mut path = format!("/_matrix/federation/v1/backfill/{}?limit={BACKFILL_LIMIT}", enc(room_id));
+        let mut path = format!(
+            "/_matrix/federation/v1/backfill/{}?limit={BACKFILL_LIMIT}",
+            enc(room_id)
+        );
         for id in from {
             path.push_str("&v=");
             path.push_str(&enc(id));
@@ -71,14 +79,23 @@ impl Federation {
     /// `/state` before an event: `(state PDUs, auth chain PDUs)`.
     pub async fn state(&self, room_id: &str, event_id: &str) -> Result<(Vec<Value>, Vec<Value>)> {
         let v = self
-            .get(&format!("/_matrix/federation/v1/state/{}?event_id={}", enc(room_id), enc(event_id)))
+            .get(&format!(
+                "/_matrix/federation/v1/state/{}?event_id={}",
+                enc(room_id),
+                enc(event_id)
+            ))
             .await?;
-        Ok((array(&v, "pdus")?.to_vec(), array(&v, "auth_chain")?.to_vec()))
+        Ok((
+            array(&v, "pdus")?.to_vec(),
+            array(&v, "auth_chain")?.to_vec(),
+        ))
     }
 
     /// One event.
     pub async fn event(&self, event_id: &str) -> Result<Value> {
-        let v = self.get(&format!("/_matrix/federation/v1/event/{}", enc(event_id))).await?;
+        let v = self
+            .get(&format!("/_matrix/federation/v1/event/{}", enc(event_id)))
+            .await?;
         array(&v, "pdus")?
             .first()
             .cloned()
@@ -87,7 +104,10 @@ impl Federation {
 
     /// The server's published keys (current and old), as a ruma key map.
     pub async fn published_keys(&self) -> Result<PublishedKeys> {
-        let v = self.http.json(Method::GET, "/_matrix/key/v2/server", None, None).await?;
+        let v = self
+            .http
+            .json(Method::GET, "/_matrix/key/v2/server", None, None)
+            .await?;
         PublishedKeys::from_json(&v)
     }
 }
@@ -109,7 +129,9 @@ impl PublishedKeys {
                 .and_then(Value::as_object)
                 .map(|m| {
                     m.iter()
-                        .filter_map(|(id, k)| Some((id.clone(), k.get("key")?.as_str()?.to_owned())))
+                        .filter_map(|(id, k)| {
+                            Some((id.clone(), k.get("key")?.as_str()?.to_owned()))
+                        })
                         .collect()
                 })
                 .unwrap_or_default()
@@ -119,7 +141,11 @@ impl PublishedKeys {
             .and_then(Value::as_str)
             .ok_or_else(|| Error::malformed("/_matrix/key/v2/server answer", "no server_name"))?
             .to_owned();
-        Ok(PublishedKeys { server_name, verify_keys: keys("verify_keys"), old_verify_keys: keys("old_verify_keys") })
+        Ok(PublishedKeys {
+            server_name,
+            verify_keys: keys("verify_keys"),
+            old_verify_keys: keys("old_verify_keys"),
+        })
     }
 
     /// A map ruma's verification functions take: our server → every key, old ones included.

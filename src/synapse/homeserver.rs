@@ -53,6 +53,9 @@ impl HomeserverYaml {
         if db.name.as_deref() != Some("sqlite3") {
             return None;
         }
-        db.args.get("database").and_then(|v| v.as_str()).map(str::to_owned)
+        db.args
+            .get("database")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
     }
 }

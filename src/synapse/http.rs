@@ -110,15 +110,26 @@ impl Http {
             let bytes = resp.bytes().await.map_err(|e| Error::Unreachable {
                 what: self.what,
                 url: self.base.clone(),
-                reason: format!("connection dropped while reading {path}: {}", root_cause(&e)),
+                reason: format!(
+                    "connection dropped while reading {path}: {}",
+                    root_cause(&e)
+                ),
             })?;
             if status.is_success() {
-                return Ok(Body { bytes, content_type });
+                return Ok(Body {
+                    bytes,
+                    content_type,
+                });
             }
             let (errcode, message, retry_ms) = parse_matrix_error(&bytes);
             if status == StatusCode::TOO_MANY_REQUESTS && attempt < MAX_ATTEMPTS {
                 let wait = retry_ms.unwrap_or(500).clamp(50, 30_000) * u64::from(attempt);
-                tracing::info!(path, wait_ms = wait, "rate limited by {}, backing off", self.what);
+                tracing::info!(
+                    path,
+                    wait_ms = wait,
+                    "rate limited by {}, backing off",
+                    self.what
+                );
                 tokio::time::sleep(Duration::from_millis(wait)).await;
                 continue;
             }
@@ -136,8 +147,9 @@ impl Http {
 
 /// `Bearer <token>` as a header value marked sensitive (never printed by reqwest's Debug).
 pub fn bearer(token: &str) -> Result<HeaderValue> {
-    let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
-        .map_err(|_| Error::Config("the access token has characters a header cannot carry".into()))?;
+    let mut v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+        Error::Config("the access token has characters a header cannot carry".into())
+    })?;
     v.set_sensitive(true);
     Ok(v)
 }
@@ -145,8 +157,14 @@ pub fn bearer(token: &str) -> Result<HeaderValue> {
 fn parse_matrix_error(bytes: &[u8]) -> (String, String, Option<u64>) {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(v) => (
-            v.get("errcode").and_then(Value::as_str).unwrap_or("(no errcode)").to_owned(),
-            v.get("error").and_then(Value::as_str).unwrap_or("").to_owned(),
+            v.get("errcode")
+                .and_then(Value::as_str)
+                .unwrap_or("(no errcode)")
+                .to_owned(),
+            v.get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
             v.get("retry_after_ms").and_then(Value::as_u64),
         ),
         Err(_) => {
@@ -191,9 +209,13 @@ mod tests {
 
     #[test]
     fn matrix_errors_are_parsed() {
-        let (code, msg, retry) =
-            parse_matrix_error(br#"{"errcode":"M_LIMIT_EXCEEDED","error":"slow","retry_after_ms":100}"#);
-        assert_eq!((code.as_str(), msg.as_str(), retry), ("M_LIMIT_EXCEEDED", "slow", Some(100)));
+        let (code, msg, retry) = parse_matrix_error(
+            br#"{"errcode":"M_LIMIT_EXCEEDED","error":"slow","retry_after_ms":100}"#,
+        );
+        assert_eq!(
+            (code.as_str(), msg.as_str(), retry),
+            ("M_LIMIT_EXCEEDED", "slow", Some(100))
+        );
         let (code, msg, _) = parse_matrix_error(b"<html>bad gateway</html>");
         assert_eq!(code, "(not JSON)");
         assert!(msg.contains("bad gateway"));
@@ -210,7 +232,14 @@ mod tests {
     async fn unreachable_server_is_a_clear_error() {
         // Port 9 (discard) on loopback: nothing listens there.
         let http = Http::new("http://127.0.0.1:9", "Synapse").unwrap();
-        let err = http.json(Method::GET, "/x", None, None).await.unwrap_err().to_string();
-        assert!(err.starts_with("cannot reach Synapse at http://127.0.0.1:9"), "{err}");
+        let err = http
+            .json(Method::GET, "/x", None, None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("cannot reach Synapse at http://127.0.0.1:9"),
+            "{err}"
+        );
     }
 }

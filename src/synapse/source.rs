@@ -38,7 +38,10 @@ impl std::fmt::Debug for SynapseSettings {
             .field("homeserver_yaml", &self.homeserver_yaml)
             .field("signing_key", &self.signing_key)
             .field("admin_user", &self.admin_user)
-            .field("admin_password", &self.admin_password.as_ref().map(|_| "<set>"))
+            .field(
+                "admin_password",
+                &self.admin_password.as_ref().map(|_| "<set>"),
+            )
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("database", &self.database.as_ref().map(|_| "<set>"))
             .field("concurrency", &self.concurrency)
@@ -49,17 +52,24 @@ impl std::fmt::Debug for SynapseSettings {
 impl SynapseSettings {
     pub fn url(&self) -> Result<&str> {
         self.url.as_deref().ok_or_else(|| {
-            Error::Config("no Synapse URL: set [synapse] url in the config or pass --synapse-url".into())
+            Error::Config(
+                "no Synapse URL: set [synapse] url in the config or pass --synapse-url".into(),
+            )
         })
     }
 
     pub fn homeserver(&self) -> Result<Option<HomeserverYaml>> {
-        self.homeserver_yaml.as_deref().map(HomeserverYaml::load).transpose()
+        self.homeserver_yaml
+            .as_deref()
+            .map(HomeserverYaml::load)
+            .transpose()
     }
 
     /// The signing key path: the flag/config value, else homeserver.yaml's `signing_key_path`.
     pub fn signing_key_path(&self, hs: Option<&HomeserverYaml>) -> Option<PathBuf> {
-        self.signing_key.clone().or_else(|| hs.and_then(|h| h.signing_key_path.clone()))
+        self.signing_key
+            .clone()
+            .or_else(|| hs.and_then(|h| h.signing_key_path.clone()))
     }
 }
 
@@ -89,25 +99,29 @@ impl Source {
             (Some(t), _, _) => (t.clone(), false),
             (None, Some(user), Some(pw)) => {
                 let token = password_login(&http, user, pw).await.map_err(|e| match e {
-                    Error::Api { status: 403, errcode, message, .. } => Error::Config(format!(
+                    Error::Api {
+                        status: 403,
+                        errcode,
+                        message,
+                        ..
+                    } => Error::Config(format!(
                         "admin login as {user} failed: {errcode} {message} (wrong password?)"
                     )),
                     other => other,
                 })?;
                 (token, true)
             }
-            _ => {
-                return Err(Error::Config(
-                    "no admin credentials: set admin_token_env, or admin_user and admin_password_env".into(),
-                ))
-            }
+            _ => return Err(Error::Config(
+                "no admin credentials: set admin_token_env, or admin_user and admin_password_env"
+                    .into(),
+            )),
         };
         let admin = AdminApi::new(http, &token)?;
         let admin_user_id = admin.whoami().await?;
         admin.check_is_admin().await.map_err(|e| match e {
-            Error::Api { status: 403, .. } => {
-                Error::Config(format!("{admin_user_id} is not a server admin on this Synapse"))
-            }
+            Error::Api { status: 403, .. } => Error::Config(format!(
+                "{admin_user_id} is not a server admin on this Synapse"
+            )),
             other => other,
         })?;
         let version = admin.server_version().await?;
@@ -167,7 +181,10 @@ impl Source {
     /// and a self-signed request is accepted.
     pub async fn check_signing_key(&mut self) -> Result<&PublishedKeys> {
         let fed = self.federation()?;
-        let published = fed.published_keys().await.map_err(|e| explain_federation_error(e, fed.http.base()))?;
+        let published = fed
+            .published_keys()
+            .await
+            .map_err(|e| explain_federation_error(e, fed.http.base()))?;
         if published.server_name != self.server_name {
             return Err(Error::Config(format!(
                 "the federation listener serves {}, but the server name is {}",
@@ -200,7 +217,9 @@ impl Source {
             "/_matrix/federation/v1/query/profile?user_id={}",
             urlencoding::encode(&self.admin_user_id)
         );
-        fed.get(&path).await.map_err(|e| explain_federation_error(e, fed.http.base()))?;
+        fed.get(&path)
+            .await
+            .map_err(|e| explain_federation_error(e, fed.http.base()))?;
         self.published = Some(published);
         Ok(self.published.as_ref().expect("just set"))
     }
@@ -218,16 +237,22 @@ impl Source {
 /// Turns the federation failures admins actually meet into advice.
 pub fn explain_federation_error(e: Error, base: &str) -> Error {
     match &e {
-        Error::Api { status: 404, errcode, .. } if errcode == "M_UNRECOGNIZED" => Error::Config(format!(
+        Error::Api {
+            status: 404,
+            errcode,
+            ..
+        } if errcode == "M_UNRECOGNIZED" => Error::Config(format!(
             "{base} does not serve federation (404 M_UNRECOGNIZED): point federation_url \
              (--federation-url) at a Synapse listener with the `federation` resource"
         )),
-        Error::Api { status: 403, message, .. } if message.contains("Federation denied") => {
-            Error::Config(format!(
-                "Synapse refused a request from itself: {message} Its federation_domain_whitelist \
+        Error::Api {
+            status: 403,
+            message,
+            ..
+        } if message.contains("Federation denied") => Error::Config(format!(
+            "Synapse refused a request from itself: {message} Its federation_domain_whitelist \
                  must include its own server name"
-            ))
-        }
+        )),
         _ => e,
     }
 }

@@ -126,7 +126,11 @@ pub fn reference_archive() -> (&'static Path, &'static Output) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("archive");
         let out = dump(&path, &[]);
-        assert!(out.status.success(), "reference dump failed: {}", text(&out));
+        assert!(
+            out.status.success(),
+            "reference dump failed: {}",
+            text(&out)
+        );
         (dir, path, out)
     });
     (path, out)
@@ -134,7 +138,11 @@ pub fn reference_archive() -> (&'static Path, &'static Output) {
 
 /// stdout + stderr as text.
 pub fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// sha256 of every file under `root`, by relative path.
@@ -149,7 +157,10 @@ pub fn tree_checksums(root: &Path) -> BTreeMap<String, String> {
                 stack.push(p);
             } else {
                 let rel = p.strip_prefix(root).unwrap().display().to_string();
-                out.insert(rel, hex::encode(sha2::Sha256::digest(std::fs::read(&p).unwrap())));
+                out.insert(
+                    rel,
+                    hex::encode(sha2::Sha256::digest(std::fs::read(&p).unwrap())),
+                );
             }
         }
     }

@@ -10,6 +10,9 @@ use tokio::task::JoinHandle;
 
 use crate::matrix::pdu::{self, SignatureCheck};
 
+/// The results of checking one batch: event id → outcome.
+type CheckBatch = Vec<(String, Result<SignatureCheck, pdu::PduError>)>;
+
 /// The PDUs of one room gathered so far.
 pub struct Collector {
     room_id: String,
@@ -18,7 +21,7 @@ pub struct Collector {
     keys: Arc<PublicKeyMap>,
     pub events: HashMap<String, CanonicalJsonObject>,
     pub errors: Vec<String>,
-    checks: Vec<JoinHandle<Vec<(String, Result<SignatureCheck, pdu::PduError>)>>>,
+    checks: Vec<JoinHandle<CheckBatch>>,
     pending: Vec<(String, CanonicalJsonObject)>,
 }
 
@@ -30,7 +33,12 @@ pub struct Checked {
 }
 
 impl Collector {
-    pub fn new(room_id: &str, rules: RoomVersionRules, server_name: &str, keys: PublicKeyMap) -> Self {
+    pub fn new(
+        room_id: &str,
+        rules: RoomVersionRules,
+        server_name: &str,
+        keys: PublicKeyMap,
+    ) -> Self {
         Collector {
             room_id: room_id.to_owned(),
             rules: Arc::new(rules),
@@ -57,13 +65,17 @@ impl Collector {
         let id = match pdu::event_id(&pdu, &self.rules) {
             Ok(id) => id,
             Err(e) => {
-                self.errors.push(format!("{}: {e}", claimed.unwrap_or("(unknown id)")));
+                self.errors
+                    .push(format!("{}: {e}", claimed.unwrap_or("(unknown id)")));
                 return None;
             }
         };
         if let Some(claimed) = claimed {
             if claimed != id {
-                let e = pdu::PduError::IdMismatch { claimed: claimed.into(), computed: id };
+                let e = pdu::PduError::IdMismatch {
+                    claimed: claimed.into(),
+                    computed: id,
+                };
                 self.errors.push(e.to_string());
                 return None;
             }
@@ -80,7 +92,8 @@ impl Collector {
             }
         };
         if !in_room {
-            self.errors.push(format!("{id}: does not belong to room {}", self.room_id));
+            self.errors
+                .push(format!("{id}: does not belong to room {}", self.room_id));
             return None;
         }
         self.pending.push((id.clone(), pdu.clone()));
@@ -95,7 +108,11 @@ impl Collector {
             return;
         }
         let batch = std::mem::take(&mut self.pending);
-        let (rules, server, keys) = (self.rules.clone(), self.server_name.clone(), self.keys.clone());
+        let (rules, server, keys) = (
+            self.rules.clone(),
+            self.server_name.clone(),
+            self.keys.clone(),
+        );
         self.checks.push(tokio::task::spawn_blocking(move || {
             batch
                 .into_iter()
@@ -115,7 +132,8 @@ impl Collector {
             let results = match handle.await {
                 Ok(r) => r,
                 Err(e) => {
-                    self.errors.push(format!("signature check task failed: {e}"));
+                    self.errors
+                        .push(format!("signature check task failed: {e}"));
                     continue;
                 }
             };
@@ -126,7 +144,8 @@ impl Collector {
                     Ok(SignatureCheck::Foreign) => out.foreign += 1,
                     Err(e) => {
                         self.events.remove(&id);
-                        self.errors.push(format!("{id}: {e}; left out of the archive"));
+                        self.errors
+                            .push(format!("{id}: {e}; left out of the archive"));
                     }
                 }
             }

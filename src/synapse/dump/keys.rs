@@ -27,12 +27,26 @@ pub(super) async fn dump(ctx: &Ctx<'_>, summary: &mut DumpSummary) -> Result<()>
         files.insert(ctx.archive.relative(&path), fsutil::sha256_hex(bytes));
         Ok(())
     };
-    let text: String = src.keys.iter().map(|k| k.synapse_line().to_string()).collect();
+    let text: String = src
+        .keys
+        .iter()
+        .map(|k| k.synapse_line().to_string())
+        .collect();
     put("signing.key", text.as_bytes())?;
     let hs = src.homeserver.as_ref();
-    let old = hs.and_then(|h| h.old_signing_keys.clone()).unwrap_or_else(|| serde_json::json!({}));
-    put("old_signing_keys.json", serde_json::to_string_pretty(&old).unwrap_or_default().as_bytes())?;
-    if let Some(pepper) = hs.and_then(|h| h.password_config.as_ref()).and_then(|p| p.pepper.as_deref()) {
+    let old = hs
+        .and_then(|h| h.old_signing_keys.clone())
+        .unwrap_or_else(|| serde_json::json!({}));
+    put(
+        "old_signing_keys.json",
+        serde_json::to_string_pretty(&old)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+    if let Some(pepper) = hs
+        .and_then(|h| h.password_config.as_ref())
+        .and_then(|p| p.pepper.as_deref())
+    {
         put("password_pepper", pepper.as_bytes())?;
     }
     ctx.checkpoint.record(Entry {

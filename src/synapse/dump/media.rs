@@ -14,18 +14,27 @@ use crate::error::Result;
 pub(super) async fn dump(ctx: &Ctx<'_>, users: &[Value], summary: &mut DumpSummary) -> Result<()> {
     let mut items: Vec<(String, Value)> = Vec::new();
     for u in users {
-        let Some(uid) = u.get("name").and_then(Value::as_str) else { continue };
+        let Some(uid) = u.get("name").and_then(Value::as_str) else {
+            continue;
+        };
         for m in ctx.source.admin.user_media(uid).await? {
             items.push((uid.to_owned(), m));
         }
     }
-    let total: u64 = items.iter().map(|(_, m)| m["media_length"].as_u64().unwrap_or(0)).sum();
+    let total: u64 = items
+        .iter()
+        .map(|(_, m)| m["media_length"].as_u64().unwrap_or(0))
+        .sum();
     let bar = ctx.progress.bytes("media", total);
     let bar = &bar;
     let results: Vec<(String, Result<bool>)> = stream::iter(items)
         .map(|(uploader, m)| async move {
             let id = m["media_id"].as_str().unwrap_or_default().to_owned();
-            let res = if ctx.skip(ItemKind::Media, &id) { Ok(true) } else { dump_one(ctx, &uploader, &m).await.map(|_| false) };
+            let res = if ctx.skip(ItemKind::Media, &id) {
+                Ok(true)
+            } else {
+                dump_one(ctx, &uploader, &m).await.map(|_| false)
+            };
             bar.inc(m["media_length"].as_u64().unwrap_or(0));
             (id, res)
         })
@@ -50,7 +59,9 @@ async fn dump_one(ctx: &Ctx<'_>, uploader: &str, m: &Value) -> Result<()> {
     let mut errors = Vec::new();
     if let Some(expected) = m["sha256"].as_str() {
         if expected != sha256 {
-            errors.push(format!("downloaded bytes have sha256 {sha256}, Synapse recorded {expected}"));
+            errors.push(format!(
+                "downloaded bytes have sha256 {sha256}, Synapse recorded {expected}"
+            ));
         }
     }
     let blob = ctx.archive.media_blob_path(&sha256);
@@ -60,7 +71,10 @@ async fn dump_one(ctx: &Ctx<'_>, uploader: &str, m: &Value) -> Result<()> {
     let meta = MediaMeta {
         server_name: server.clone(),
         media_id: media_id.to_owned(),
-        content_type: m["media_type"].as_str().map(str::to_owned).or(body.content_type),
+        content_type: m["media_type"]
+            .as_str()
+            .map(str::to_owned)
+            .or(body.content_type),
         upload_name: m["upload_name"].as_str().map(str::to_owned),
         uploader: Some(uploader.to_owned()),
         created_ts: m["created_ts"].as_i64(),

@@ -46,12 +46,22 @@ pub struct DumpSummary {
 
 impl DumpSummary {
     fn note(&mut self, kind: &'static str, skipped: bool) {
-        *if skipped { &mut self.skipped } else { &mut self.dumped }.entry(kind).or_default() += 1;
+        *if skipped {
+            &mut self.skipped
+        } else {
+            &mut self.dumped
+        }
+        .entry(kind)
+        .or_default() += 1;
     }
 }
 
 /// Runs the dump.
-pub async fn run(source: &mut Source, archive: &Archive, opts: &DumpOptions) -> Result<DumpSummary> {
+pub async fn run(
+    source: &mut Source,
+    archive: &Archive,
+    opts: &DumpOptions,
+) -> Result<DumpSummary> {
     let checkpoint = Checkpoint::open(&archive.checkpoint_path())?;
     if opts.refresh && opts.only_user.is_none() && opts.only_room.is_none() {
         checkpoint.clear()?;
@@ -63,11 +73,21 @@ pub async fn run(source: &mut Source, archive: &Archive, opts: &DumpOptions) -> 
     let source: &Source = source;
     let progress = Progress::new();
     let mut summary = DumpSummary::default();
-    let ctx = Ctx { source, archive, checkpoint: &checkpoint, progress: &progress, opts };
+    let ctx = Ctx {
+        source,
+        archive,
+        checkpoint: &checkpoint,
+        progress: &progress,
+        opts,
+    };
     if opts.keys {
         keys::dump(&ctx, &mut summary).await?;
     }
-    let users = if opts.users || opts.media { Some(users::list(&ctx).await?) } else { None };
+    let users = if opts.users || opts.media {
+        Some(users::list(&ctx).await?)
+    } else {
+        None
+    };
     if opts.users {
         users::dump(&ctx, users.as_deref().unwrap_or_default(), &mut summary).await?;
     }
@@ -104,12 +124,18 @@ pub fn finalize(source: &Source, archive: &Archive, checkpoint: &Checkpoint) -> 
     let mut files = BTreeMap::new();
     let mut secret_files = Vec::new();
     let mut report = Vec::new();
-    for kind in [ItemKind::Keys, ItemKind::User, ItemKind::Room, ItemKind::Media] {
+    for kind in [
+        ItemKind::Keys,
+        ItemKind::User,
+        ItemKind::Room,
+        ItemKind::Media,
+    ] {
         for e in checkpoint.entries(kind) {
             match kind {
                 ItemKind::User => {
                     counts.users += 1;
-                    counts.key_backup_sessions += e.counts.get("key_backup_sessions").copied().unwrap_or(0);
+                    counts.key_backup_sessions +=
+                        e.counts.get("key_backup_sessions").copied().unwrap_or(0);
                 }
                 ItemKind::Room => {
                     counts.rooms += 1;
@@ -135,14 +161,20 @@ pub fn finalize(source: &Source, archive: &Archive, checkpoint: &Checkpoint) -> 
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         server_name: source.server_name.clone(),
-        source: manifest::Source { kind: "synapse".into(), version: source.version.clone() },
+        source: manifest::Source {
+            kind: "synapse".into(),
+            version: source.version.clone(),
+        },
         counts,
         secret_files,
         files,
         errors: report.len() as u64,
     };
     write_if_changed(&archive.manifest_path(), &manifest)?;
-    write_if_changed(&archive.report_path(), &serde_json::json!({ "errors": report }))?;
+    write_if_changed(
+        &archive.report_path(),
+        &serde_json::json!({ "errors": report }),
+    )?;
     Ok(manifest)
 }
 

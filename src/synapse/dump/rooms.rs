@@ -74,15 +74,30 @@ async fn dump_room(ctx: &Ctx<'_>, room_id: &str) -> Result<u64> {
             state
                 .iter()
                 .find(|e| e["type"] == "m.room.create")
-                .map(|e| e["content"]["room_version"].as_str().unwrap_or("1").to_owned())
+                .map(|e| {
+                    e["content"]["room_version"]
+                        .as_str()
+                        .unwrap_or("1")
+                        .to_owned()
+                })
         })
         .unwrap_or_else(|| "1".to_owned());
-    let rules = pdu::rules_for(&version)
-        .ok_or_else(|| Error::Config(format!("room {room_id} has room version {version}, which is not supported")))?;
-    let keys = src.published.as_ref().map(|p| p.key_map()).unwrap_or_default();
+    let rules = pdu::rules_for(&version).ok_or_else(|| {
+        Error::Config(format!(
+            "room {room_id} has room version {version}, which is not supported"
+        ))
+    })?;
+    let keys = src
+        .published
+        .as_ref()
+        .map(|p| p.key_map())
+        .unwrap_or_default();
     let mut col = Collector::new(room_id, rules, &src.server_name, keys);
     let extremities = admin.forward_extremities(room_id).await?;
-    let joined_local = details.get("joined_local_members").and_then(Value::as_u64).unwrap_or(0);
+    let joined_local = details
+        .get("joined_local_members")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
 
     let history_source = if joined_local > 0 && src.federation.is_some() {
         match backfill_walk(ctx, room_id, &extremities, &mut col).await {
@@ -117,7 +132,9 @@ async fn dump_room(ctx: &Ctx<'_>, room_id: &str) -> Result<u64> {
                 pdu::strip_client_raw(&mut obj, col.rules());
                 col.add(obj, Some(&id));
             }
-            Err(e) => col.errors.push(format!("{id} (needed for state or auth): {e}")),
+            Err(e) => col
+                .errors
+                .push(format!("{id} (needed for state or auth): {e}")),
         }
     }
     let checked = col.finish_checks().await;
@@ -126,25 +143,42 @@ async fn dump_room(ctx: &Ctx<'_>, room_id: &str) -> Result<u64> {
     let (order_ids, order_source) = order;
     let lines: Vec<PduLine> = order_ids
         .iter()
-        .filter_map(|id| col.events.get(id).map(|p| PduLine { event_id: id.clone(), pdu: p.clone() }))
+        .filter_map(|id| {
+            col.events.get(id).map(|p| PduLine {
+                event_id: id.clone(),
+                pdu: p.clone(),
+            })
+        })
         .collect();
     let mut outliers: Vec<PduLine> = col
         .events
         .iter()
         .filter(|(id, _)| !timeline.contains(*id))
-        .map(|(id, p)| PduLine { event_id: id.clone(), pdu: p.clone() })
+        .map(|(id, p)| PduLine {
+            event_id: id.clone(),
+            pdu: p.clone(),
+        })
         .collect();
     outliers.sort_by(|a, b| a.event_id.cmp(&b.event_id));
 
     let meta = RoomMeta {
         room_id: room_id.to_owned(),
         version,
-        creator: details.get("creator").and_then(Value::as_str).map(str::to_owned),
+        creator: details
+            .get("creator")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         name: state_content(&state, "m.room.name", "name"),
         canonical_alias: state_content(&state, "m.room.canonical_alias", "alias"),
         aliases: aliases(ctx, room_id, &state).await,
-        published: details.get("public").and_then(Value::as_bool).unwrap_or(false),
-        room_type: details.get("room_type").and_then(Value::as_str).map(str::to_owned),
+        published: details
+            .get("public")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        room_type: details
+            .get("room_type")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         joined_local_members: joined_local,
         current_state,
         forward_extremities: extremities,
@@ -159,7 +193,9 @@ async fn dump_room(ctx: &Ctx<'_>, room_id: &str) -> Result<u64> {
         let in_db = db.room_event_order(room_id).await?.len();
         let have = lines.len() + outliers.len();
         if in_db != have {
-            col.errors.push(format!("Synapse's database has {in_db} events, the archive {have}"));
+            col.errors.push(format!(
+                "Synapse's database has {in_db} events, the archive {have}"
+            ));
         }
     }
     write_room(ctx, &meta, &lines, &outliers, col.errors)?;
@@ -168,15 +204,25 @@ async fn dump_room(ctx: &Ctx<'_>, room_id: &str) -> Result<u64> {
 
 /// Walks `/backfill` from the forward extremities through every prev event not yet fetched,
 /// deepest first, until the create event. Forked DAGs are followed branch by branch.
-async fn backfill_walk(ctx: &Ctx<'_>, room_id: &str, extremities: &[String], col: &mut Collector) -> Result<()> {
+async fn backfill_walk(
+    ctx: &Ctx<'_>,
+    room_id: &str,
+    extremities: &[String],
+    col: &mut Collector,
+) -> Result<()> {
     let fed = ctx.source.federation()?;
     // Wanted event id → depth hint (its child's depth - 1), so batches go deepest first.
-    let mut wanted: HashMap<String, i64> = extremities.iter().map(|e| (e.clone(), i64::MAX)).collect();
+    let mut wanted: HashMap<String, i64> =
+        extremities.iter().map(|e| (e.clone(), i64::MAX)).collect();
     let mut asked: HashMap<String, u32> = HashMap::new();
     while !wanted.is_empty() {
         let mut batch: Vec<(&String, &i64)> = wanted.iter().collect();
         batch.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        let batch: Vec<String> = batch.into_iter().take(BACKFILL_STARTS).map(|(id, _)| id.clone()).collect();
+        let batch: Vec<String> = batch
+            .into_iter()
+            .take(BACKFILL_STARTS)
+            .map(|(id, _)| id.clone())
+            .collect();
         let pdus = fed.backfill(room_id, &batch).await?;
         for raw in pdus {
             let mut obj = match pdu::from_value(raw) {
@@ -208,7 +254,8 @@ async fn backfill_walk(ctx: &Ctx<'_>, room_id: &str, extremities: &[String], col
             *n += 1;
             if *n >= 3 {
                 wanted.remove(&id);
-                col.errors.push(format!("{id}: referenced, but /backfill never returned it"));
+                col.errors
+                    .push(format!("{id}: referenced, but /backfill never returned it"));
             }
         }
     }
@@ -219,7 +266,11 @@ async fn backfill_walk(ctx: &Ctx<'_>, room_id: &str, extremities: &[String], col
 async fn admin_messages(ctx: &Ctx<'_>, room_id: &str, col: &mut Collector) -> Result<()> {
     let mut from: Option<String> = None;
     loop {
-        let (chunk, end) = ctx.source.admin.messages_raw(room_id, from.as_deref()).await?;
+        let (chunk, end) = ctx
+            .source
+            .admin
+            .messages_raw(room_id, from.as_deref())
+            .await?;
         let mut added = 0;
         for raw in chunk {
             let mut obj = match pdu::from_value(raw) {
@@ -255,7 +306,10 @@ async fn order_timeline(
     let mut by_depth: Vec<&String> = timeline.iter().filter(|id| col.has(id)).collect();
     let key = |id: &String| {
         let p = &col.events[id];
-        (pdu::int_field(p, "depth").unwrap_or(0), pdu::int_field(p, "origin_server_ts").unwrap_or(0))
+        (
+            pdu::int_field(p, "depth").unwrap_or(0),
+            pdu::int_field(p, "origin_server_ts").unwrap_or(0),
+        )
     };
     by_depth.sort_by(|a, b| key(a).cmp(&key(b)).then(a.cmp(b)));
     let Some(db) = &ctx.source.db else {
@@ -269,7 +323,12 @@ async fn order_timeline(
         }
     }
     // Anything the database did not list (it should not happen) keeps the depth order, last.
-    order.extend(by_depth.into_iter().filter(|id| !seen.contains(*id)).cloned());
+    order.extend(
+        by_depth
+            .into_iter()
+            .filter(|id| !seen.contains(*id))
+            .cloned(),
+    );
     Ok((order, "synapse-db"))
 }
 
@@ -338,7 +397,10 @@ fn write_room(
     room::write_pdus(&tmp.join(room::OUTLIERS), outliers)?;
     let mut files = BTreeMap::new();
     for name in [room::META, room::EVENTS, room::OUTLIERS] {
-        files.insert(ctx.archive.relative(&dir.join(name)), fsutil::sha256_file(&tmp.join(name))?);
+        files.insert(
+            ctx.archive.relative(&dir.join(name)),
+            fsutil::sha256_file(&tmp.join(name))?,
+        );
     }
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| Error::io("cannot replace", &dir, e))?;
@@ -348,8 +410,10 @@ fn write_room(
         kind: ItemKind::Room,
         id: meta.room_id.clone(),
         files,
-        counts: BTreeMap::from([("events".into(), meta.events), ("outliers".into(), meta.outliers)]),
+        counts: BTreeMap::from([
+            ("events".into(), meta.events),
+            ("outliers".into(), meta.outliers),
+        ]),
         errors,
     })
 }
-

@@ -26,12 +26,18 @@ pub(super) async fn list(ctx: &Ctx<'_>) -> Result<Vec<Value>> {
         .list_users()
         .await?
         .into_iter()
-        .filter(|u| u.get("name").and_then(Value::as_str).is_some_and(|n| n.ends_with(&suffix)))
+        .filter(|u| {
+            u.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.ends_with(&suffix))
+        })
         .collect();
     if let Some(only) = &ctx.opts.only_user {
         users.retain(|u| u.get("name").and_then(Value::as_str) == Some(only.as_str()));
         if users.is_empty() {
-            return Err(Error::Config(format!("no local user {only} on this Synapse")));
+            return Err(Error::Config(format!(
+                "no local user {only} on this Synapse"
+            )));
         }
     }
     users.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
@@ -40,12 +46,18 @@ pub(super) async fn list(ctx: &Ctx<'_>) -> Result<Vec<Value>> {
 
 pub(super) async fn dump(ctx: &Ctx<'_>, users: &[Value], summary: &mut DumpSummary) -> Result<()> {
     let bar = ctx.progress.bar("users", users.len() as u64);
-    let ids: Vec<String> =
-        users.iter().filter_map(|u| u.get("name").and_then(Value::as_str).map(str::to_owned)).collect();
+    let ids: Vec<String> = users
+        .iter()
+        .filter_map(|u| u.get("name").and_then(Value::as_str).map(str::to_owned))
+        .collect();
     let bar = &bar;
     let results: Vec<(String, Result<bool>)> = stream::iter(ids)
         .map(|id| async move {
-            let res = if ctx.skip(ItemKind::User, &id) { Ok(true) } else { dump_one(ctx, &id).await.map(|_| false) };
+            let res = if ctx.skip(ItemKind::User, &id) {
+                Ok(true)
+            } else {
+                dump_one(ctx, &id).await.map(|_| false)
+            };
             bar.inc(1);
             (id, res)
         })
@@ -67,14 +79,21 @@ async fn dump_one(ctx: &Ctx<'_>, user_id: &str) -> Result<()> {
     let admin = &src.admin;
     let details = admin.user(user_id).await?;
     let mut user = from_details(user_id, &details);
-    user.devices = admin.devices(user_id).await?.iter().filter_map(device).collect();
+    user.devices = admin
+        .devices(user_id)
+        .await?
+        .iter()
+        .filter_map(device)
+        .collect();
     user.devices.sort_by(|a, b| a.device_id.cmp(&b.device_id));
     user.pushers = admin.pushers(user_id).await?;
     let ad = admin.account_data(user_id).await?;
     user.account_data.global = object_map(ad.get("global"));
     if let Some(rooms) = ad.get("rooms").and_then(Value::as_object) {
         for (room, data) in rooms {
-            user.account_data.rooms.insert(room.clone(), object_map(Some(data)));
+            user.account_data
+                .rooms
+                .insert(room.clone(), object_map(Some(data)));
         }
     }
 
@@ -83,7 +102,10 @@ async fn dump_one(ctx: &Ctx<'_>, user_id: &str) -> Result<()> {
     let token = if is_self {
         None
     } else {
-        let until = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default() + PUPPET_LIFETIME;
+        let until = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            + PUPPET_LIFETIME;
         Some(admin.login_as(user_id, until.as_millis() as u64).await?)
     };
     let api = match &token {
@@ -93,7 +115,10 @@ async fn dump_one(ctx: &Ctx<'_>, user_id: &str) -> Result<()> {
     let client_result = read_as_user(&api, &mut user).await;
     if token.is_some() {
         if let Err(e) = api.logout().await {
-            tracing::warn!(user = user_id, "could not log the puppet token out (it expires in 1 h): {e}");
+            tracing::warn!(
+                user = user_id,
+                "could not log the puppet token out (it expires in 1 h): {e}"
+            );
         }
     }
     client_result?;
@@ -103,7 +128,8 @@ async fn dump_one(ctx: &Ctx<'_>, user_id: &str) -> Result<()> {
     }
 
     let path = ctx.archive.user_path(user_id);
-    let mut bytes = serde_json::to_vec_pretty(&user).map_err(|e| Error::malformed("user record", e))?;
+    let mut bytes =
+        serde_json::to_vec_pretty(&user).map_err(|e| Error::malformed("user record", e))?;
     bytes.push(b'\n');
     fsutil::write_atomic(&path, &bytes, true)?;
     let sessions = user.key_backup.as_ref().map_or(0, KeyBackup::session_count);
@@ -128,13 +154,27 @@ async fn read_as_user(api: &UserApi, user: &mut UserRecord) -> Result<()> {
     let uid = user.user_id.as_str();
     user.e2e.device_keys = object_map(keys.get("device_keys").and_then(|d| d.get(uid)));
     user.e2e.master_key = keys.get("master_keys").and_then(|m| m.get(uid)).cloned();
-    user.e2e.self_signing_key = keys.get("self_signing_keys").and_then(|m| m.get(uid)).cloned();
-    user.e2e.user_signing_key = keys.get("user_signing_keys").and_then(|m| m.get(uid)).cloned();
+    user.e2e.self_signing_key = keys
+        .get("self_signing_keys")
+        .and_then(|m| m.get(uid))
+        .cloned();
+    user.e2e.user_signing_key = keys
+        .get("user_signing_keys")
+        .and_then(|m| m.get(uid))
+        .cloned();
     if let Some(v) = api.key_backup_version().await? {
-        let version = v.get("version").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let version = v
+            .get("version")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let rooms = api.key_backup_sessions(&version).await?;
         user.key_backup = Some(KeyBackup {
-            algorithm: v.get("algorithm").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            algorithm: v
+                .get("algorithm")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
             auth_data: v.get("auth_data").cloned().unwrap_or_default(),
             etag: v.get("etag").and_then(Value::as_str).map(str::to_owned),
             count: v.get("count").and_then(Value::as_u64).unwrap_or(0),
@@ -148,8 +188,16 @@ async fn read_as_user(api: &UserApi, user: &mut UserRecord) -> Result<()> {
         user.joined_rooms.sort();
         for room in user.joined_rooms.clone() {
             let tags = api.tags(&room).await?;
-            if tags.get("tags").and_then(Value::as_object).is_some_and(|t| !t.is_empty()) {
-                user.account_data.rooms.entry(room).or_default().insert("m.tag".into(), tags);
+            if tags
+                .get("tags")
+                .and_then(Value::as_object)
+                .is_some_and(|t| !t.is_empty())
+            {
+                user.account_data
+                    .rooms
+                    .entry(room)
+                    .or_default()
+                    .insert("m.tag".into(), tags);
             }
         }
     }
@@ -170,7 +218,13 @@ fn from_details(user_id: &str, d: &Value) -> UserRecord {
         user_type: s("user_type"),
         appservice_id: s("appservice_id"),
         // The details API gives seconds (the list API milliseconds).
-        creation_ts: d.get("creation_ts").and_then(Value::as_i64).map(|t| if t < 100_000_000_000 { t * 1000 } else { t }),
+        creation_ts: d.get("creation_ts").and_then(Value::as_i64).map(|t| {
+            if t < 100_000_000_000 {
+                t * 1000
+            } else {
+                t
+            }
+        }),
         displayname: s("displayname"),
         avatar_url: s("avatar_url"),
         ..Default::default()
@@ -180,13 +234,24 @@ fn from_details(user_id: &str, d: &Value) -> UserRecord {
 fn device(d: &Value) -> Option<Device> {
     Some(Device {
         device_id: d.get("device_id")?.as_str()?.to_owned(),
-        display_name: d.get("display_name").and_then(Value::as_str).map(str::to_owned),
-        last_seen_ip: d.get("last_seen_ip").and_then(Value::as_str).map(str::to_owned),
+        display_name: d
+            .get("display_name")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        last_seen_ip: d
+            .get("last_seen_ip")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         last_seen_ts: d.get("last_seen_ts").and_then(Value::as_i64),
-        last_seen_user_agent: d.get("last_seen_user_agent").and_then(Value::as_str).map(str::to_owned),
+        last_seen_user_agent: d
+            .get("last_seen_user_agent")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     })
 }
 
 fn object_map(v: Option<&Value>) -> BTreeMap<String, Value> {
-    v.and_then(Value::as_object).map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
+    v.and_then(Value::as_object)
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
 }
