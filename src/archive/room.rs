@@ -42,6 +42,9 @@ pub struct RoomMeta {
     pub history_source: String,
     /// How the timeline was ordered: `synapse-db` (exact) or `depth` (depth, ts, id).
     pub order_source: String,
+    /// Prev events Synapse never had (history from before it joined a federated room).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history_gaps: Vec<String>,
     /// Events whose content hash does not match: redacted, or senders erased.
     #[serde(default)]
     pub pruned_events: u64,

@@ -141,6 +141,95 @@ pub fn check_signatures(
     }
 }
 
+/// Checks many PDUs at once. Signatures by `server_name` are checked with ed25519 batch
+/// verification (about twice as fast as one by one, and the dominant cost of a dump); if the
+/// batch fails, each PDU is checked on its own so the culprits are named.
+pub fn check_signatures_batch(
+    pdus: &[(String, CanonicalJsonObject)],
+    rules: &RoomVersionRules,
+    server_name: &str,
+    keys: &PublicKeyMap,
+) -> Vec<(String, Result<SignatureCheck, PduError>)> {
+    let one_by_one = || {
+        pdus.iter()
+            .map(|(id, p)| (id.clone(), check_signatures(p, rules, server_name, keys)))
+            .collect()
+    };
+    let Some(ours) = keys.get(server_name) else {
+        return one_by_one();
+    };
+    let mut messages = Vec::with_capacity(pdus.len());
+    let mut sigs = Vec::with_capacity(pdus.len());
+    let mut vks = Vec::with_capacity(pdus.len());
+    let mut out = Vec::with_capacity(pdus.len());
+    for (id, pdu) in pdus {
+        let required =
+            match signatures::required_server_signatures_to_verify_event(pdu, &rules.signatures) {
+                Ok(r) => r,
+                Err(_) => return one_by_one(),
+            };
+        if required.iter().any(|s| s.as_str() != server_name) {
+            out.push((id.clone(), Ok(SignatureCheck::Foreign)));
+            continue;
+        }
+        let Some((msg, sig, vk)) = signing_parts(pdu, rules, server_name, ours) else {
+            return one_by_one();
+        };
+        messages.push(msg);
+        sigs.push(sig);
+        vks.push(vk);
+        let hash_ok = match (pdu.get("hashes"), signatures::content_hash(pdu)) {
+            (Some(CanonicalJsonValue::Object(h)), Ok(computed)) => {
+                matches!(h.get("sha256"), Some(CanonicalJsonValue::String(s)) if *s == computed.encode())
+            }
+            _ => false,
+        };
+        out.push((
+            id.clone(),
+            Ok(if hash_ok {
+                SignatureCheck::Valid
+            } else {
+                SignatureCheck::Redacted
+            }),
+        ));
+    }
+    let refs: Vec<&[u8]> = messages.iter().map(|m| m.as_bytes()).collect();
+    match ed25519_dalek::verify_batch(&refs, &sigs, &vks) {
+        Ok(()) => out,
+        Err(_) => one_by_one(),
+    }
+}
+
+/// The signed bytes (the redacted canonical form), our signature and the key to check it with.
+fn signing_parts(
+    pdu: &CanonicalJsonObject,
+    rules: &RoomVersionRules,
+    server_name: &str,
+    ours: &ruma::signatures::PublicKeySet,
+) -> Option<(
+    String,
+    ed25519_dalek::Signature,
+    ed25519_dalek::VerifyingKey,
+)> {
+    let Some(CanonicalJsonValue::Object(all)) = pdu.get("signatures") else {
+        return None;
+    };
+    let Some(CanonicalJsonValue::Object(by_key)) = all.get(server_name) else {
+        return None;
+    };
+    let (key_id, sig) = by_key.iter().find(|(k, _)| ours.contains_key(*k))?;
+    let CanonicalJsonValue::String(sig) = sig else {
+        return None;
+    };
+    let sig = crate::matrix::b64_decode(sig).ok()?;
+    let sig = ed25519_dalek::Signature::from_slice(&sig).ok()?;
+    let vk: [u8; 32] = ours[key_id].as_bytes().try_into().ok()?;
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(&vk).ok()?;
+    let redacted = ruma::canonical_json::redact(pdu.clone(), &rules.redaction, None).ok()?;
+    let msg = signatures::to_canonical_json_string_for_signing(&redacted).ok()?;
+    Some((msg, sig, vk))
+}
+
 /// Serializes a PDU as canonical JSON text (sorted keys, no spaces).
 pub fn to_canonical_string(pdu: &CanonicalJsonObject) -> String {
     serde_json::to_string(pdu).expect("canonical JSON always serializes")
@@ -208,6 +297,18 @@ mod tests {
         // The event id is stable and starts with '$'.
         let id = event_id(&ev, &rules).unwrap();
         assert!(id.starts_with('$') && id.len() == 44, "{id}");
+        // The batch check agrees with the one-by-one check, and names the forgery.
+        let batch = vec![
+            ("a".into(), ev.clone()),
+            ("p".into(), pruned.clone()),
+            ("f".into(), forged.clone()),
+        ];
+        let res = check_signatures_batch(&batch, &rules, "example.test", &keymap(&key));
+        assert_eq!(res[0].1, Ok(SignatureCheck::Valid));
+        assert_eq!(res[1].1, Ok(SignatureCheck::Redacted));
+        assert!(res[2].1.is_err());
+        let good = check_signatures_batch(&batch[..2], &rules, "example.test", &keymap(&key));
+        assert_eq!(good.iter().filter(|(_, r)| r.is_ok()).count(), 2);
         assert_eq!(
             id,
             event_id(&pruned, &rules).unwrap(),

@@ -117,14 +117,19 @@ impl Source {
             )),
         };
         let admin = AdminApi::new(http, &token)?;
-        let admin_user_id = admin.whoami().await?;
-        admin.check_is_admin().await.map_err(|e| match e {
+        let (admin_user_id, is_admin, version) = tokio::join!(
+            admin.whoami(),
+            admin.check_is_admin(),
+            admin.server_version()
+        );
+        let admin_user_id = admin_user_id?;
+        is_admin.map_err(|e| match e {
             Error::Api { status: 403, .. } => Error::Config(format!(
                 "{admin_user_id} is not a server admin on this Synapse"
             )),
             other => other,
         })?;
-        let version = admin.server_version().await?;
+        let version = version?;
         let server_name = s
             .server_name
             .clone()

@@ -2,13 +2,16 @@
 //! the room, and verifies our server's signatures on a blocking thread while the next page is
 //! being fetched. Anything that fails is reported and kept out of the archive.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use ruma::{room_version_rules::RoomVersionRules, signatures::PublicKeyMap, CanonicalJsonObject};
 use tokio::task::JoinHandle;
 
 use crate::matrix::pdu::{self, SignatureCheck};
+
+/// How many PDUs gather before their signatures are checked during the walk.
+const DEFERRED_BATCH: usize = 2_000;
 
 /// The results of checking one batch: event id → outcome.
 type CheckBatch = Vec<(String, Result<SignatureCheck, pdu::PduError>)>;
@@ -20,6 +23,8 @@ pub struct Collector {
     server_name: Arc<str>,
     keys: Arc<PublicKeyMap>,
     pub events: HashMap<String, CanonicalJsonObject>,
+    /// Events that are not part of the timeline (state and auth events fetched on their own).
+    pub outliers: HashSet<String>,
     pub errors: Vec<String>,
     checks: Vec<JoinHandle<CheckBatch>>,
     pending: Vec<(String, CanonicalJsonObject)>,
@@ -45,6 +50,7 @@ impl Collector {
             server_name: server_name.into(),
             keys: Arc::new(keys),
             events: HashMap::new(),
+            outliers: HashSet::new(),
             errors: Vec::new(),
             checks: Vec::new(),
             pending: Vec::new(),
@@ -101,32 +107,48 @@ impl Collector {
         Some(id)
     }
 
-    /// Starts checking the signatures of everything added since the last call, on a blocking
-    /// thread, so the check overlaps with the next request.
+    /// Adds a PDU that is not part of the timeline.
+    pub fn add_outlier(&mut self, pdu: CanonicalJsonObject, claimed: Option<&str>) {
+        if let Some(id) = self.add(pdu, claimed) {
+            self.outliers.insert(id);
+        }
+    }
+
+    /// Starts checking the signatures of what was added since the last call once enough has
+    /// gathered, on a blocking thread. Large batches make ed25519 batch verification pay off,
+    /// and checking between requests competes with Synapse for the CPU while it serves the
+    /// next page, so most checking happens in [`Collector::finish_checks`], split over cores.
     pub fn check_pending(&mut self) {
-        if self.pending.is_empty() {
+        if self.pending.len() >= DEFERRED_BATCH {
+            let batch = std::mem::take(&mut self.pending);
+            self.spawn_checks(batch);
+        }
+    }
+
+    fn spawn_checks(&mut self, batch: Vec<(String, CanonicalJsonObject)>) {
+        if batch.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.pending);
         let (rules, server, keys) = (
             self.rules.clone(),
             self.server_name.clone(),
             self.keys.clone(),
         );
         self.checks.push(tokio::task::spawn_blocking(move || {
-            batch
-                .into_iter()
-                .map(|(id, pdu)| {
-                    let res = pdu::check_signatures(&pdu, &rules, &server, &keys);
-                    (id, res)
-                })
-                .collect()
+            pdu::check_signatures_batch(&batch, &rules, &server, &keys)
         }));
     }
 
     /// Waits for every check; removes events that failed and reports them.
     pub async fn finish_checks(&mut self) -> Checked {
-        self.check_pending();
+        let mut rest = std::mem::take(&mut self.pending);
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let chunk = rest.len().div_ceil(threads).max(64);
+        while rest.len() > chunk {
+            let tail = rest.split_off(rest.len() - chunk);
+            self.spawn_checks(tail);
+        }
+        self.spawn_checks(rest);
         let mut out = Checked::default();
         for handle in std::mem::take(&mut self.checks) {
             let results = match handle.await {

@@ -64,8 +64,11 @@ pub(super) async fn dump(ctx: &Ctx<'_>, summary: &mut DumpSummary) -> Result<()>
 async fn dump_room(ctx: &Ctx<'_>, room_id: &str) -> Result<u64> {
     let src = ctx.source;
     let admin = &src.admin;
-    let details = admin.room(room_id).await?;
-    let state = admin.room_state(room_id).await?;
+    let (details, state, extremities) = tokio::try_join!(
+        admin.room(room_id),
+        admin.room_state(room_id),
+        admin.forward_extremities(room_id)
+    )?;
     let version = details
         .get("version")
         .and_then(Value::as_str)
@@ -93,27 +96,31 @@ async fn dump_room(ctx: &Ctx<'_>, room_id: &str) -> Result<u64> {
         .map(|p| p.key_map())
         .unwrap_or_default();
     let mut col = Collector::new(room_id, rules, &src.server_name, keys);
-    let extremities = admin.forward_extremities(room_id).await?;
+    let t_history = std::time::Instant::now();
     let joined_local = details
         .get("joined_local_members")
         .and_then(Value::as_u64)
         .unwrap_or(0);
 
-    let history_source = if joined_local > 0 && src.federation.is_some() {
-        match backfill_walk(ctx, room_id, &extremities, &mut col).await {
-            Ok(()) => "federation-backfill",
-            // The last local member may have left since the admin API answered.
-            Err(e) if e.errcode() == Some("M_FORBIDDEN") => {
-                admin_messages(ctx, room_id, &mut col).await?;
-                "admin-messages"
-            }
-            Err(e) => return Err(e),
+    // Synapse's own order and aliases come from its database while the history streams in.
+    let from_db = async {
+        match &src.db {
+            Some(db) => Ok::<_, Error>(Some((
+                db.room_event_order(room_id).await?,
+                db.room_aliases(room_id).await?,
+            ))),
+            None => Ok(None),
         }
-    } else {
-        admin_messages(ctx, room_id, &mut col).await?;
-        "admin-messages"
     };
-    let timeline: BTreeSet<String> = col.events.keys().cloned().collect();
+    let (history, from_db) = tokio::join!(
+        history(ctx, room_id, joined_local, &extremities, &mut col),
+        from_db
+    );
+    let (history_source, history_gaps) = history?;
+    let (db_order, db_aliases) = match from_db? {
+        Some((order, aliases)) => (Some(order), Some(aliases)),
+        None => (None, None),
+    };
 
     // State and auth events the history did not contain become outliers.
     let current_state = state_entries(&state);
@@ -130,34 +137,38 @@ async fn dump_room(ctx: &Ctx<'_>, room_id: &str) -> Result<u64> {
         match fetched.and_then(|v| pdu::from_value(v).map_err(|e| Error::malformed("PDU", e))) {
             Ok(mut obj) => {
                 pdu::strip_client_raw(&mut obj, col.rules());
-                col.add(obj, Some(&id));
+                col.add_outlier(obj, Some(&id));
             }
             Err(e) => col
                 .errors
                 .push(format!("{id} (needed for state or auth): {e}")),
         }
     }
+    let t_checks = std::time::Instant::now();
     let checked = col.finish_checks().await;
+    let t_order = std::time::Instant::now();
+    // The timeline is what the history walk reached; the rest are outliers.
+    let timeline: BTreeSet<String> = col
+        .events
+        .keys()
+        .filter(|id| !col.outliers.contains(*id))
+        .cloned()
+        .collect();
 
-    let order = order_timeline(ctx, room_id, &col, &timeline).await?;
-    let (order_ids, order_source) = order;
+    let (order_ids, order_source) = order_timeline(&col, &timeline, db_order.as_deref());
     let lines: Vec<PduLine> = order_ids
-        .iter()
+        .into_iter()
         .filter_map(|id| {
-            col.events.get(id).map(|p| PduLine {
-                event_id: id.clone(),
-                pdu: p.clone(),
-            })
+            col.events
+                .remove(&id)
+                .map(|pdu| PduLine { event_id: id, pdu })
         })
         .collect();
+    // What is left are the outliers.
     let mut outliers: Vec<PduLine> = col
         .events
-        .iter()
-        .filter(|(id, _)| !timeline.contains(*id))
-        .map(|(id, p)| PduLine {
-            event_id: id.clone(),
-            pdu: p.clone(),
-        })
+        .drain()
+        .map(|(event_id, pdu)| PduLine { event_id, pdu })
         .collect();
     outliers.sort_by(|a, b| a.event_id.cmp(&b.event_id));
 
@@ -170,7 +181,10 @@ async fn dump_room(ctx: &Ctx<'_>, room_id: &str) -> Result<u64> {
             .map(str::to_owned),
         name: state_content(&state, "m.room.name", "name"),
         canonical_alias: state_content(&state, "m.room.canonical_alias", "alias"),
-        aliases: aliases(ctx, room_id, &state).await,
+        aliases: match db_aliases {
+            Some(a) => a,
+            None => aliases(ctx, room_id, &state).await,
+        },
         published: details
             .get("public")
             .and_then(Value::as_bool)
@@ -186,11 +200,12 @@ async fn dump_room(ctx: &Ctx<'_>, room_id: &str) -> Result<u64> {
         outliers: outliers.len() as u64,
         history_source: history_source.to_owned(),
         order_source: order_source.to_owned(),
+        history_gaps,
         pruned_events: checked.pruned,
         foreign_events: checked.foreign,
     };
-    if let Some(db) = &src.db {
-        let in_db = db.room_event_order(room_id).await?.len();
+    if let Some(db_order) = &db_order {
+        let in_db = db_order.len();
         let have = lines.len() + outliers.len();
         if in_db != have {
             col.errors.push(format!(
@@ -198,23 +213,57 @@ async fn dump_room(ctx: &Ctx<'_>, room_id: &str) -> Result<u64> {
             ));
         }
     }
+    let t_write = std::time::Instant::now();
     write_room(ctx, &meta, &lines, &outliers, col.errors)?;
+    tracing::debug!(
+        room = room_id,
+        events = meta.events,
+        history_ms = (t_checks - t_history).as_millis() as u64,
+        checks_wait_ms = (t_order - t_checks).as_millis() as u64,
+        order_ms = (t_write - t_order).as_millis() as u64,
+        write_ms = t_write.elapsed().as_millis() as u64,
+        "room dumped"
+    );
     Ok(meta.events)
+}
+
+/// Reads the whole history: over federation when a local member is joined, else (or when
+/// Synapse left the room meanwhile) through the admin API. Returns its source and any gaps.
+async fn history(
+    ctx: &Ctx<'_>,
+    room_id: &str,
+    joined_local: u64,
+    extremities: &[String],
+    col: &mut Collector,
+) -> Result<(&'static str, Vec<String>)> {
+    if joined_local > 0 && ctx.source.federation.is_some() {
+        match backfill_walk(ctx, room_id, extremities, col).await {
+            Ok(gaps) => return Ok(("federation-backfill", gaps)),
+            // The last local member may have left since the admin API answered.
+            Err(e) if e.errcode() == Some("M_FORBIDDEN") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    admin_messages(ctx, room_id, col).await?;
+    Ok(("admin-messages", Vec::new()))
 }
 
 /// Walks `/backfill` from the forward extremities through every prev event not yet fetched,
 /// deepest first, until the create event. Forked DAGs are followed branch by branch.
+/// Returns the prev events Synapse does not have (history it never held, e.g. from before it
+/// joined a federated room).
 async fn backfill_walk(
     ctx: &Ctx<'_>,
     room_id: &str,
     extremities: &[String],
     col: &mut Collector,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let fed = ctx.source.federation()?;
     // Wanted event id → depth hint (its child's depth - 1), so batches go deepest first.
     let mut wanted: HashMap<String, i64> =
         extremities.iter().map(|e| (e.clone(), i64::MAX)).collect();
     let mut asked: HashMap<String, u32> = HashMap::new();
+    let mut gaps = Vec::new();
     while !wanted.is_empty() {
         let mut batch: Vec<(&String, &i64)> = wanted.iter().collect();
         batch.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
@@ -254,12 +303,26 @@ async fn backfill_walk(
             *n += 1;
             if *n >= 3 {
                 wanted.remove(&id);
-                col.errors
-                    .push(format!("{id}: referenced, but /backfill never returned it"));
+                gaps.push(id);
             }
         }
     }
-    Ok(())
+    // The state and auth chain at each forward extremity: complete even where history has gaps.
+    for ex in extremities {
+        let (state, auth_chain) = fed.state(room_id, ex).await?;
+        for raw in state.into_iter().chain(auth_chain) {
+            match pdu::from_value(raw) {
+                Ok(mut obj) => {
+                    obj.remove("unsigned");
+                    col.add_outlier(obj, None);
+                }
+                Err(e) => col.errors.push(format!("a PDU from /state: {e}")),
+            }
+        }
+    }
+    col.check_pending();
+    gaps.sort();
+    Ok(gaps)
 }
 
 /// Pages admin `/messages?raw` forwards from the start of the room.
@@ -297,29 +360,29 @@ async fn admin_messages(ctx: &Ctx<'_>, room_id: &str, col: &mut Collector) -> Re
 /// The timeline in Synapse's order: exact from its database when we have it, otherwise by
 /// (depth, origin_server_ts, event id), which is what Synapse's ordering reduces to for events
 /// created locally in sequence.
-async fn order_timeline(
-    ctx: &Ctx<'_>,
-    room_id: &str,
+fn order_timeline(
     col: &Collector,
     timeline: &BTreeSet<String>,
-) -> Result<(Vec<String>, &'static str)> {
-    let mut by_depth: Vec<&String> = timeline.iter().filter(|id| col.has(id)).collect();
-    let key = |id: &String| {
-        let p = &col.events[id];
+    db_order: Option<&[String]>,
+) -> (Vec<String>, &'static str) {
+    let mut by_depth: Vec<&String> = timeline.iter().collect();
+    by_depth.sort_by_cached_key(|id| {
+        let p = &col.events[*id];
+        let depth = pdu::int_field(p, "depth").unwrap_or(0);
         (
-            pdu::int_field(p, "depth").unwrap_or(0),
+            depth,
             pdu::int_field(p, "origin_server_ts").unwrap_or(0),
+            *id,
         )
-    };
-    by_depth.sort_by(|a, b| key(a).cmp(&key(b)).then(a.cmp(b)));
-    let Some(db) = &ctx.source.db else {
-        return Ok((by_depth.into_iter().cloned().collect(), "depth"));
+    });
+    let Some(db_order) = db_order else {
+        return (by_depth.into_iter().cloned().collect(), "depth");
     };
     let mut seen = BTreeSet::new();
     let mut order: Vec<String> = Vec::with_capacity(timeline.len());
-    for id in db.room_event_order(room_id).await? {
-        if timeline.contains(&id) && col.has(&id) && seen.insert(id.clone()) {
-            order.push(id);
+    for id in db_order {
+        if timeline.contains(id) && seen.insert(id) {
+            order.push(id.clone());
         }
     }
     // Anything the database did not list (it should not happen) keeps the depth order, last.
@@ -329,7 +392,7 @@ async fn order_timeline(
             .filter(|id| !seen.contains(*id))
             .cloned(),
     );
-    Ok((order, "synapse-db"))
+    (order, "synapse-db")
 }
 
 fn state_entries(state: &[Value]) -> Vec<StateEntry> {
@@ -355,14 +418,9 @@ fn state_content(state: &[Value], kind: &str, field: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Local aliases: the database's list when we have it, else the client API, else what the
-/// room's canonical alias event names.
+/// Local aliases without the database: the client API, else what the room's canonical alias
+/// event names.
 async fn aliases(ctx: &Ctx<'_>, room_id: &str, state: &[Value]) -> Vec<String> {
-    if let Some(db) = &ctx.source.db {
-        if let Ok(a) = db.room_aliases(room_id).await {
-            return a;
-        }
-    }
     if let Ok(mut a) = ctx.source.admin.room_aliases(room_id).await {
         a.sort();
         return a;
