@@ -44,7 +44,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     rt.block_on(async move {
         match cli.command {
             Command::Synapse { command } => cli::synapse::run(command, &config).await,
-            Command::Test { command } => cli::test::run(command, &config).await,
+            Command::Test { command } => {
+                cli::test::run(command, &config, cli.global.config.as_deref()).await
+            }
             Command::Status(args) => cli::status::run(args, &config),
         }
     })

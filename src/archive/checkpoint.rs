@@ -25,6 +25,18 @@ pub enum ItemKind {
     Keys,
 }
 
+impl ItemKind {
+    /// The plural name used in summaries ("users", "rooms", …).
+    pub fn plural(self) -> &'static str {
+        match self {
+            ItemKind::User => "users",
+            ItemKind::Room => "rooms",
+            ItemKind::Media => "media",
+            ItemKind::Keys => "keys",
+        }
+    }
+}
+
 /// One finished item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {

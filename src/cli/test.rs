@@ -17,11 +17,19 @@ pub enum TestCmd {
     Synapse(SynapseArgs),
 }
 
-pub async fn run(cmd: TestCmd, config: &Config) -> Result<i32> {
+pub async fn run(
+    cmd: TestCmd,
+    config: &Config,
+    config_path: Option<&std::path::Path>,
+) -> Result<i32> {
     match cmd {
         TestCmd::Synapse(args) => {
             let settings = args.resolve(config)?;
-            let ok = diagnose::run(&settings, |step| println!("{step}")).await;
+            let origin = match &config_path {
+                Some(p) => format!("{} loaded, flags override it", p.display()),
+                None => "no config file; settings from flags and environment".to_owned(),
+            };
+            let ok = diagnose::run(&settings, &origin, |step| println!("{step}")).await;
             Ok(if ok { 0 } else { 1 })
         }
     }

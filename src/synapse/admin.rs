@@ -53,21 +53,12 @@ impl AdminApi {
 
     /// Every user, deactivated ones included (v2 leaves them out unless asked).
     pub async fn list_users(&self) -> Result<Vec<Value>> {
-        let mut out = Vec::new();
-        let mut from = "0".to_owned();
-        loop {
-            let v = self
-                .get(&format!(
-                    "/_synapse/admin/v2/users?deactivated=true&guests=true&limit=500&from={from}"
-                ))
-                .await?;
-            out.extend(array(&v, "users")?.iter().cloned());
-            match v.get("next_token") {
-                Some(Value::String(s)) => from = s.clone(),
-                Some(Value::Number(n)) => from = n.to_string(),
-                _ => return Ok(out),
-            }
-        }
+        self.paginate(
+            "/_synapse/admin/v2/users?deactivated=true&guests=true&limit=500",
+            "users",
+            "next_token",
+        )
+        .await
     }
 
     pub async fn user(&self, user_id: &str) -> Result<Value> {
@@ -121,38 +112,33 @@ impl AdminApi {
 
     /// Local media uploaded by a user.
     pub async fn user_media(&self, user_id: &str) -> Result<Vec<Value>> {
-        let mut out = Vec::new();
-        let mut from = 0u64;
-        loop {
-            let v = self
-                .get(&format!(
-                    "/_synapse/admin/v1/users/{}/media?limit=500&from={from}&order_by=created_ts&dir=f",
-                    enc(user_id)
-                ))
-                .await?;
-            let page = array(&v, "media")?;
-            out.extend(page.iter().cloned());
-            match v.get("next_token").and_then(Value::as_u64) {
-                Some(n) if !page.is_empty() => from = n,
-                _ => return Ok(out),
-            }
-        }
+        let base = format!(
+            "/_synapse/admin/v1/users/{}/media?limit=500&order_by=created_ts&dir=f",
+            enc(user_id)
+        );
+        self.paginate(&base, "media", "next_token").await
     }
 
     /// Every room the server knows.
     pub async fn list_rooms(&self) -> Result<Vec<Value>> {
+        self.paginate("/_synapse/admin/v1/rooms?limit=500", "rooms", "next_batch")
+            .await
+    }
+
+    /// Follows Synapse's offset pagination (`from=<token>`, the next token as a string or a
+    /// number, absent on the last page) and concatenates the pages' `items` arrays.
+    async fn paginate(&self, base: &str, items: &str, next: &str) -> Result<Vec<Value>> {
         let mut out = Vec::new();
-        let mut from = 0u64;
+        let mut from = "0".to_owned();
         loop {
-            let v = self
-                .get(&format!("/_synapse/admin/v1/rooms?limit=500&from={from}"))
-                .await?;
-            let page = array(&v, "rooms")?;
+            let v = self.get(&format!("{base}&from={}", enc(&from))).await?;
+            let page = array(&v, items)?;
             out.extend(page.iter().cloned());
-            match v.get("next_batch").and_then(Value::as_u64) {
-                Some(n) if !page.is_empty() => from = n,
+            from = match v.get(next) {
+                Some(Value::String(s)) if !page.is_empty() => s.clone(),
+                Some(Value::Number(n)) if !page.is_empty() => n.to_string(),
                 _ => return Ok(out),
-            }
+            };
         }
     }
 

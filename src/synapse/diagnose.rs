@@ -1,6 +1,9 @@
 //! `test synapse`: step-by-step diagnostics, each a ✓/✗ line with the reason, stopping at the
 //! first step that later steps depend on.
 
+use reqwest::Method;
+
+use crate::synapse::http::Http;
 use crate::synapse::source::explain_federation_error;
 use crate::synapse::{Source, SynapseSettings};
 
@@ -25,7 +28,8 @@ impl std::fmt::Display for Step {
 }
 
 /// Runs the checks; `emit` is called with each line as soon as it is known.
-pub async fn run(settings: &SynapseSettings, mut emit: impl FnMut(&Step)) -> bool {
+/// `config` describes where the settings came from (shown as the first line).
+pub async fn run(settings: &SynapseSettings, config: &str, mut emit: impl FnMut(&Step)) -> bool {
     let mut all_ok = true;
     let mut step = |ok: bool, name: &str, detail: String| {
         let s = Step {
@@ -36,6 +40,25 @@ pub async fn run(settings: &SynapseSettings, mut emit: impl FnMut(&Step)) -> boo
         emit(&s);
         all_ok &= ok;
         ok
+    };
+    step(true, "config", config.to_owned());
+    let reachable = match settings.url() {
+        Ok(url) => match Http::new(url, "Synapse") {
+            Ok(http) => http
+                .json(Method::GET, "/_matrix/client/versions", None, None)
+                .await
+                .map(|_| url),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    match reachable {
+        Ok(url) => step(
+            true,
+            "Synapse reachable",
+            format!("{url} answers the client API"),
+        ),
+        Err(e) => return step(false, "Synapse reachable", e.to_string()),
     };
     let source = match Source::connect(settings).await {
         Ok(s) => {

@@ -3,51 +3,36 @@
 
 use std::collections::BTreeMap;
 
-use futures::{stream, StreamExt};
 use serde_json::Value;
 
-use super::{Ctx, DumpSummary};
+use super::{for_each_item, Ctx, DumpSummary, Item};
 use crate::archive::media::MediaMeta;
 use crate::archive::{fsutil, Entry, ItemKind};
 use crate::error::Result;
 
 pub(super) async fn dump(ctx: &Ctx<'_>, users: &[Value], summary: &mut DumpSummary) -> Result<()> {
-    let mut items: Vec<(String, Value)> = Vec::new();
+    let mut items: Vec<Item<(String, Value)>> = Vec::new();
     for u in users {
         let Some(uid) = u.get("name").and_then(Value::as_str) else {
             continue;
         };
         for m in ctx.source.admin.user_media(uid).await? {
-            items.push((uid.to_owned(), m));
-        }
-    }
-    let total: u64 = items
-        .iter()
-        .map(|(_, m)| m["media_length"].as_u64().unwrap_or(0))
-        .sum();
-    let bar = ctx.progress.bytes("media", total);
-    let bar = &bar;
-    let results: Vec<(String, Result<bool>)> = stream::iter(items)
-        .map(|(uploader, m)| async move {
             let id = m["media_id"].as_str().unwrap_or_default().to_owned();
-            let res = if ctx.skip(ItemKind::Media, &id) {
-                Ok(true)
-            } else {
-                dump_one(ctx, &uploader, &m).await.map(|_| false)
-            };
-            bar.inc(m["media_length"].as_u64().unwrap_or(0));
-            (id, res)
-        })
-        .buffer_unordered(ctx.source.concurrency)
-        .collect()
-        .await;
-    bar.finish_and_clear();
-    for (id, res) in results {
-        match res {
-            Ok(skipped) => summary.note("media", skipped),
-            Err(e) => summary.failed.push(format!("media {id}: {e}")),
+            let weight = m["media_length"].as_u64().unwrap_or(0);
+            items.push(Item {
+                id,
+                weight,
+                data: (uid.to_owned(), m),
+            });
         }
     }
+    let bar = ctx
+        .progress
+        .bytes("media", items.iter().map(|i| i.weight).sum());
+    let work = |_id: String, (uploader, m): (String, Value)| async move {
+        dump_one(ctx, &uploader, &m).await
+    };
+    for_each_item(ctx, ItemKind::Media, items, bar, work, summary).await;
     Ok(())
 }
 

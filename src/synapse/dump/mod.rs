@@ -117,6 +117,53 @@ impl Ctx<'_> {
     }
 }
 
+/// One item to dump: its id, its weight on the progress bar, and what the step needs.
+struct Item<T> {
+    id: String,
+    weight: u64,
+    data: T,
+}
+
+/// Runs `work` on every item the checkpoint does not have yet, `concurrency` at a time,
+/// advancing `bar` by each item's weight, and records the outcomes in the summary. A failed
+/// item is reported and left out of the checkpoint, so the next run retries it.
+async fn for_each_item<'a, T, Fut>(
+    ctx: &'a Ctx<'a>,
+    kind: ItemKind,
+    items: Vec<Item<T>>,
+    bar: indicatif::ProgressBar,
+    work: impl Fn(String, T) -> Fut,
+    summary: &mut DumpSummary,
+) where
+    Fut: std::future::Future<Output = Result<()>> + 'a,
+{
+    use futures::{stream, StreamExt};
+    let bar = &bar;
+    let results: Vec<(String, Result<bool>)> = stream::iter(items)
+        .map(|item| {
+            let job = (!ctx.skip(kind, &item.id)).then(|| work(item.id.clone(), item.data));
+            async move {
+                let res = match job {
+                    Some(job) => job.await.map(|()| false),
+                    None => Ok(true),
+                };
+                bar.inc(item.weight);
+                (item.id, res)
+            }
+        })
+        .buffer_unordered(ctx.source.concurrency)
+        .collect()
+        .await;
+    bar.finish_and_clear();
+    let label = kind.plural();
+    for (id, res) in results {
+        match res {
+            Ok(skipped) => summary.note(label, skipped),
+            Err(e) => summary.failed.push(format!("{label} {id}: {e}")),
+        }
+    }
+}
+
 /// Writes `manifest.json` and `report.json` from the checkpoint (only when they change, so a
 /// run that dumped nothing new leaves the archive byte-for-byte as it was).
 pub fn finalize(source: &Source, archive: &Archive, checkpoint: &Checkpoint) -> Result<Manifest> {

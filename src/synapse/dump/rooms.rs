@@ -4,11 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use futures::{stream, StreamExt};
 use serde_json::Value;
 
 use super::collect::Collector;
-use super::{Ctx, DumpSummary};
+use super::{for_each_item, Ctx, DumpSummary, Item};
 use crate::archive::room::{self, PduLine, RoomMeta, StateEntry};
 use crate::archive::{fsutil, Entry, ItemKind};
 use crate::error::{Error, Result};
@@ -31,32 +30,25 @@ pub(super) async fn dump(ctx: &Ctx<'_>, summary: &mut DumpSummary) -> Result<()>
             return Err(Error::Config(format!("Synapse does not know room {only}")));
         }
     }
-    let bar = ctx.progress.bar("rooms", ids.len() as u64);
-    let bar = &bar;
-    let results: Vec<(String, Result<bool>)> = stream::iter(ids)
-        .map(|id| async move {
-            let res = if ctx.skip(ItemKind::Room, &id) {
-                Ok(true)
-            } else {
-                let r = dump_room(ctx, &id).await;
-                if let Ok(n) = &r {
-                    bar.set_message(format!("{id}: {n} events"));
-                }
-                r.map(|_| false)
-            };
-            bar.inc(1);
-            (id, res)
+    let items: Vec<Item<()>> = ids
+        .into_iter()
+        .map(|id| Item {
+            id,
+            weight: 1,
+            data: (),
         })
-        .buffer_unordered(ctx.source.concurrency)
-        .collect()
-        .await;
-    bar.finish_and_clear();
-    for (id, res) in results {
-        match res {
-            Ok(skipped) => summary.note("rooms", skipped),
-            Err(e) => summary.failed.push(format!("room {id}: {e}")),
+        .collect();
+    let bar = ctx.progress.bar("rooms", items.len() as u64);
+    let msg = bar.clone();
+    let work = |id: String, ()| {
+        let msg = msg.clone();
+        async move {
+            let n = dump_room(ctx, &id).await?;
+            msg.set_message(format!("{id}: {n} events"));
+            Ok(())
         }
-    }
+    };
+    for_each_item(ctx, ItemKind::Room, items, bar, work, summary).await;
     Ok(())
 }
 

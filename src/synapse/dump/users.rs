@@ -5,10 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures::{stream, StreamExt};
 use serde_json::Value;
 
-use super::{Ctx, DumpSummary};
+use super::{for_each_item, Ctx, DumpSummary, Item};
 use crate::archive::user::{Device, KeyBackup, UserRecord};
 use crate::archive::{fsutil, Entry, ItemKind};
 use crate::error::{Error, Result};
@@ -45,32 +44,25 @@ pub(super) async fn list(ctx: &Ctx<'_>) -> Result<Vec<Value>> {
 }
 
 pub(super) async fn dump(ctx: &Ctx<'_>, users: &[Value], summary: &mut DumpSummary) -> Result<()> {
-    let bar = ctx.progress.bar("users", users.len() as u64);
-    let ids: Vec<String> = users
+    let items: Vec<Item<()>> = users
         .iter()
-        .filter_map(|u| u.get("name").and_then(Value::as_str).map(str::to_owned))
-        .collect();
-    let bar = &bar;
-    let results: Vec<(String, Result<bool>)> = stream::iter(ids)
-        .map(|id| async move {
-            let res = if ctx.skip(ItemKind::User, &id) {
-                Ok(true)
-            } else {
-                dump_one(ctx, &id).await.map(|_| false)
-            };
-            bar.inc(1);
-            (id, res)
+        .filter_map(|u| u.get("name").and_then(Value::as_str))
+        .map(|id| Item {
+            id: id.to_owned(),
+            weight: 1,
+            data: (),
         })
-        .buffer_unordered(ctx.source.concurrency)
-        .collect()
-        .await;
-    bar.finish_and_clear();
-    for (id, res) in results {
-        match res {
-            Ok(skipped) => summary.note("users", skipped),
-            Err(e) => summary.failed.push(format!("user {id}: {e}")),
-        }
-    }
+        .collect();
+    let bar = ctx.progress.bar("users", items.len() as u64);
+    for_each_item(
+        ctx,
+        ItemKind::User,
+        items,
+        bar,
+        |id, ()| async move { dump_one(ctx, &id).await },
+        summary,
+    )
+    .await;
     Ok(())
 }
 
