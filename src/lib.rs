@@ -4,6 +4,7 @@
 //! The CLI in `main.rs` is a thin layer over this library.
 
 pub mod archive;
+pub mod conduit;
 pub mod config;
 pub mod error;
 pub mod matrix;
