@@ -2,3 +2,5 @@
 //! Conduit's byte layouts (`../shared/conduit-db.md`).
 
 pub mod schema;
+pub mod store;
+pub mod writer;

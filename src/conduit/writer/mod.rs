@@ -1,0 +1,151 @@
+//! The event writer's core: one counter for every count and short id, the database version
+//! guard, the server keypair and the server user. Rooms, users and media build on it.
+//!
+//! While a write is in progress `global["version"]` holds [`IN_PROGRESS`]: Conduit runs no
+//! migration for it and refuses to start because the version is not 18, so it can never start
+//! on a half-written database. `@conduit:S` is written first for the same reason (an empty
+//! `userid_password` would make Conduit treat the database as new). [`Writer::finish`] stores the
+//! counter and version 18 last.
+
+pub mod users;
+
+use crate::conduit::schema::{read_u64be, u64be, DATABASE_VERSION, SEP};
+use crate::conduit::store::Store;
+use crate::error::{Error, Result};
+use crate::matrix::keys::ServerKey;
+
+/// The version stored while writing.
+pub const IN_PROGRESS: u64 = u64::MAX;
+
+/// Writes into one Conduit database.
+pub struct Writer<S: Store> {
+    pub store: S,
+    pub server_name: String,
+    counter: u64,
+}
+
+impl<S: Store> Writer<S> {
+    /// Starts writing: checks the database belongs to `server_name` and is at version 18 (or
+    /// new, or an interrupted write of ours), then sets the in-progress guard.
+    pub fn begin(mut store: S, server_name: &str) -> Result<Self> {
+        let conduit_user = format!("@conduit:{server_name}");
+        let existing = !store.scan_prefix("userid_password", b"")?.is_empty();
+        let version = store
+            .get("global", b"version")?
+            .as_deref()
+            .and_then(read_u64be);
+        if existing {
+            if store
+                .get("userid_password", conduit_user.as_bytes())?
+                .is_none()
+            {
+                return Err(Error::Config(format!(
+                    "this database belongs to another server name (it has no {conduit_user})"
+                )));
+            }
+            match version {
+                Some(DATABASE_VERSION) | Some(IN_PROGRESS) => {}
+                Some(v) => {
+                    return Err(Error::Config(format!(
+                        "database version {v}: start Conduit v0.10.12 on it once to migrate it to 18 first"
+                    )))
+                }
+                None => return Err(Error::Config("the database has users but no version".into())),
+            }
+        }
+        let counter = store
+            .get("global", b"c")?
+            .as_deref()
+            .and_then(read_u64be)
+            .unwrap_or(0);
+        store.put("global", b"version", &u64be(IN_PROGRESS))?;
+        if !existing {
+            store.put("userid_password", conduit_user.as_bytes(), b"")?;
+        }
+        store.commit()?;
+        Ok(Writer {
+            store,
+            server_name: server_name.to_owned(),
+            counter,
+        })
+    }
+
+    /// The next count (never 0; unique across the database).
+    pub fn next_count(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+
+    /// The last count handed out.
+    pub fn current_count(&self) -> u64 {
+        self.counter
+    }
+
+    /// Makes everything written so far durable, together with the counter that covers it.
+    pub fn commit(&mut self) -> Result<()> {
+        self.store.put("global", b"c", &u64be(self.counter))?;
+        self.store.commit()
+    }
+
+    /// Stores the server signing key as `version ‖ FF ‖ PKCS#8`, keeping Synapse's key id.
+    pub fn put_keypair(&mut self, key: &ServerKey) -> Result<()> {
+        if !key
+            .version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(Error::Config(format!(
+                "key version {:?} has characters Conduit cannot publish",
+                key.version
+            )));
+        }
+        let mut value = key.version.as_bytes().to_vec();
+        value.push(SEP);
+        value.extend_from_slice(&key.pkcs8_der());
+        self.store.put("global", b"keypair", &value)
+    }
+
+    /// Ends the write: stores the counter, then version 18, and commits.
+    pub fn finish(mut self) -> Result<S> {
+        self.commit()?;
+        self.store
+            .put("global", b"version", &u64be(DATABASE_VERSION))?;
+        self.store.commit()?;
+        Ok(self.store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conduit::store::sqlite::SqliteStore;
+
+    #[test]
+    fn guard_counter_and_server_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::begin(SqliteStore::open(dir.path()).unwrap(), "example.test").unwrap();
+        assert_eq!(w.next_count(), 1);
+        assert_eq!(w.next_count(), 2);
+        // Interrupted here: the version says "in progress".
+        drop(w);
+        let mut s = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(
+            s.get("global", b"version").unwrap(),
+            Some(u64be(IN_PROGRESS).to_vec())
+        );
+        assert!(s
+            .get("userid_password", b"@conduit:example.test")
+            .unwrap()
+            .is_some());
+        // A wrong server name is refused; the right one resumes and finishes.
+        assert!(Writer::begin(SqliteStore::open(dir.path()).unwrap(), "other.test").is_err());
+        let mut w = Writer::begin(s, "example.test").unwrap();
+        let n = w.next_count();
+        let mut s = w.finish().unwrap();
+        assert_eq!(
+            s.get("global", b"version").unwrap(),
+            Some(u64be(18).to_vec())
+        );
+        assert_eq!(s.get("global", b"c").unwrap(), Some(u64be(n).to_vec()));
+    }
+}
