@@ -32,6 +32,10 @@ pub struct RoomMeta {
     /// The resolved current state: one entry per (type, state_key).
     #[serde(default)]
     pub current_state: Vec<StateEntry>,
+    /// `synapse` (its resolved current state) or `computed` (Synapse forgot the state of a room
+    /// it left; resolved from the events).
+    #[serde(default)]
+    pub current_state_source: String,
     #[serde(default)]
     pub forward_extremities: Vec<String>,
     /// Timeline events in `events.jsonl.zst`.

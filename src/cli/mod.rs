@@ -1,5 +1,6 @@
 //! Command-line parsing and the glue from flags + config file to the library.
 
+pub mod conduit;
 pub mod status;
 pub mod synapse;
 pub mod test;
@@ -41,6 +42,11 @@ pub enum Command {
     Synapse {
         #[command(subcommand)]
         command: SynapseCmd,
+    },
+    /// Write into a Conduit database, and check one.
+    Conduit {
+        #[command(subcommand)]
+        command: crate::cli::conduit::ConduitCmd,
     },
     /// Step-by-step connection diagnostics.
     Test {

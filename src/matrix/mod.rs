@@ -2,6 +2,7 @@
 
 pub mod keys;
 pub mod pdu;
+pub mod state;
 
 /// Unpadded standard base64 as Matrix uses it; decoding also accepts padding.
 pub fn b64_decode(s: &str) -> Result<Vec<u8>, base64::DecodeError> {

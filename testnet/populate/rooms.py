@@ -172,6 +172,11 @@ def huge_room_start(u):
                   invite=[u["bob"].user_id, u["carol"].user_id])
     join(u["bob"], room)
     join(u["carol"], room)
+    # Let every member change the topic, so concurrent topic changes conflict at DAG merges and
+    # the dump's state resolution has real work to do.
+    pl = a.api.c("GET", f"/rooms/{q(room)}/state/m.room.power_levels/")
+    pl.setdefault("events", {})["m.room.topic"] = 0
+    state(a, room, "m.room.power_levels", pl)
     return room
 
 
@@ -184,6 +189,8 @@ def huge_room_fill(u, room, total):
     def run(user):
         try:
             for i in range(per):
+                if i % 250 == 100:
+                    state(user, room, "m.room.topic", {"topic": f"topic {i} by {user.name}"})
                 text(user, room, f"huge {i} from {user.name}")
         except Exception as e:  # noqa: BLE001 - re-raised in the main thread
             errors.append(e)

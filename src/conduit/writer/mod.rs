@@ -7,6 +7,7 @@
 //! `userid_password` would make Conduit treat the database as new). [`Writer::finish`] stores the
 //! counter and version 18 last.
 
+pub mod rooms;
 pub mod users;
 
 use crate::conduit::schema::{read_u64be, u64be, DATABASE_VERSION, SEP};

@@ -12,6 +12,7 @@ use crate::archive::room::{self, PduLine, RoomMeta, StateEntry};
 use crate::archive::{fsutil, Entry, ItemKind};
 use crate::error::{Error, Result};
 use crate::matrix::pdu;
+use crate::matrix::state::{StateEvent, StateTracker};
 use crate::synapse::federation::BACKFILL_STARTS;
 
 pub(super) async fn dump(ctx: &Ctx<'_>, summary: &mut DumpSummary) -> Result<()> {
@@ -87,6 +88,7 @@ async fn dump_room(ctx: &Ctx<'_>, room_id: &str) -> Result<u64> {
         .as_ref()
         .map(|p| p.key_map())
         .unwrap_or_default();
+    let rules_for_room = rules.clone();
     let mut col = Collector::new(room_id, rules, &src.server_name, keys);
     let t_history = std::time::Instant::now();
     let joined_local = details
@@ -115,7 +117,7 @@ async fn dump_room(ctx: &Ctx<'_>, room_id: &str) -> Result<u64> {
     };
 
     // State and auth events the history did not contain become outliers.
-    let current_state = state_entries(&state);
+    let mut current_state = state_entries(&state);
     let mut missing: BTreeSet<String> = current_state.iter().map(|s| s.event_id.clone()).collect();
     for ev in col.events.values() {
         missing.extend(pdu::event_refs(ev, "auth_events"));
@@ -162,6 +164,19 @@ async fn dump_room(ctx: &Ctx<'_>, room_id: &str) -> Result<u64> {
         .drain()
         .map(|(event_id, pdu)| PduLine { event_id, pdu })
         .collect();
+    // Synapse forgets the current state of rooms it has left; compute it from the DAG.
+    let current_state_source = if current_state.is_empty() {
+        current_state = computed_state(
+            &rules_for_room,
+            &lines,
+            &outliers,
+            &extremities,
+            &mut col.errors,
+        );
+        "computed"
+    } else {
+        "synapse"
+    };
     outliers.sort_by(|a, b| a.event_id.cmp(&b.event_id));
 
     let meta = RoomMeta {
@@ -187,6 +202,7 @@ async fn dump_room(ctx: &Ctx<'_>, room_id: &str) -> Result<u64> {
             .map(str::to_owned),
         joined_local_members: joined_local,
         current_state,
+        current_state_source: current_state_source.to_owned(),
         forward_extremities: extremities,
         events: lines.len() as u64,
         outliers: outliers.len() as u64,
@@ -385,6 +401,51 @@ fn order_timeline(
             .cloned(),
     );
     (order, "synapse-db")
+}
+
+/// The current state from the events themselves (state resolution at forks).
+fn computed_state(
+    rules: &ruma::room_version_rules::RoomVersionRules,
+    lines: &[PduLine],
+    outliers: &[PduLine],
+    extremities: &[String],
+    errors: &mut Vec<String>,
+) -> Vec<StateEntry> {
+    let mut tracker = StateTracker::new(rules.clone());
+    let result = (|| -> std::result::Result<_, String> {
+        for l in outliers {
+            tracker
+                .add_known(StateEvent::from_pdu(&l.event_id, &l.pdu).map_err(|e| e.to_string())?);
+        }
+        for l in lines {
+            tracker
+                .push(StateEvent::from_pdu(&l.event_id, &l.pdu).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        }
+        let ext: Vec<ruma::OwnedEventId> = extremities
+            .iter()
+            .filter_map(|e| e.as_str().try_into().ok())
+            .collect();
+        tracker.current_state(&ext).map_err(|e| e.to_string())
+    })();
+    match result {
+        Ok(state) => {
+            let mut out: Vec<StateEntry> = state
+                .iter()
+                .map(|((t, k), e)| StateEntry {
+                    kind: t.to_string(),
+                    state_key: k.clone(),
+                    event_id: e.to_string(),
+                })
+                .collect();
+            out.sort();
+            out
+        }
+        Err(e) => {
+            errors.push(format!("cannot compute the current state: {e}"));
+            Vec::new()
+        }
+    }
 }
 
 fn state_entries(state: &[Value]) -> Vec<StateEntry> {

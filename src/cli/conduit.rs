@@ -1,0 +1,109 @@
+//! `conduit …` commands.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use transition_matrix::archive::{fsutil, Archive, Manifest};
+use transition_matrix::conduit::store::{refuse_if_open, sqlite::SqliteStore, Backend};
+use transition_matrix::conduit::{verify::verify, write::write_archive};
+use transition_matrix::config::Config;
+use transition_matrix::matrix::keys::ServerKey;
+
+#[derive(Debug, Subcommand)]
+pub enum ConduitCmd {
+    /// Write an archive into a Conduit v0.10.12 database (Conduit stopped; safe to re-run).
+    #[command(
+        after_help = "Example:\n  transition-matrix conduit write --archive ./archive --database /var/lib/matrix-conduit --backend sqlite"
+    )]
+    Write(WriteArgs),
+    /// Check a Conduit database's invariants with the project's own reader.
+    #[command(
+        after_help = "Example:\n  transition-matrix conduit verify --database /var/lib/matrix-conduit --backend sqlite --archive ./archive"
+    )]
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WriteArgs {
+    /// The archive written by `synapse dump`.
+    #[arg(long)]
+    pub archive: Option<PathBuf>,
+    /// Conduit's `database_path`.
+    #[arg(long)]
+    pub database: PathBuf,
+    /// Conduit's `database_backend`.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    pub backend: Backend,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Conduit's `database_path`.
+    #[arg(long)]
+    pub database: PathBuf,
+    #[arg(long, value_enum, default_value = "sqlite")]
+    pub backend: Backend,
+    /// The archive it was written from (to check the server key).
+    #[arg(long)]
+    pub archive: Option<PathBuf>,
+}
+
+pub fn run(cmd: ConduitCmd, config: &Config) -> Result<i32> {
+    match cmd {
+        ConduitCmd::Write(a) => {
+            let path = a
+                .archive
+                .or_else(|| config.archive.path.clone())
+                .context("pass --archive")?;
+            let archive = Archive::open(&path)?;
+            let s = write_archive(&archive, &a.database, a.backend)?;
+            println!(
+                "wrote {} users, {} rooms, {} events ({} already there), {} state snapshots, {} state resolutions",
+                s.users, s.rooms, s.events, s.events_already_there, s.state_snapshots, s.state_resolutions
+            );
+            println!("\nconduit.toml:\n  server_name = \"{}\"\n  database_backend = \"{}\"\n  database_path = \"{}\"",
+                s.server_name, match a.backend { Backend::Sqlite => "sqlite", Backend::Rocksdb => "rocksdb" }, a.database.display());
+            println!(
+                "\nPasswords: Synapse's bcrypt hashes were copied, but stock Conduit only checks argon2, so \
+                 password logins fail until each user's password is reset (admin room: `reset-password`) \
+                 or Conduit has the bcrypt login patch. Logged-in clients keep working: their access tokens were migrated."
+            );
+            Ok(0)
+        }
+        ConduitCmd::Verify(a) => {
+            if a.backend != Backend::Sqlite {
+                anyhow::bail!("only --backend sqlite can be verified so far");
+            }
+            refuse_if_open(&a.database)?;
+            let public = match &a.archive {
+                Some(p) => {
+                    let archive = Archive::open(p)?;
+                    let _: Manifest = fsutil::read_json(&archive.manifest_path())?;
+                    Some(
+                        ServerKey::read_synapse(&archive.keys_dir().join("signing.key"))?
+                            .remove(0)
+                            .public_key_b64(),
+                    )
+                }
+                None => None,
+            };
+            let mut store = SqliteStore::open(&a.database)?;
+            let r = verify(&mut store, public.as_deref())?;
+            println!(
+                "{} rooms, {} events, {} users checked",
+                r.rooms, r.events, r.users
+            );
+            for violation in &r.violations {
+                println!("✗ {violation}");
+            }
+            if r.violations.is_empty() {
+                println!("✓ no violation");
+                Ok(0)
+            } else {
+                Ok(1)
+            }
+        }
+    }
+}

@@ -1,0 +1,542 @@
+//! Rooms: every PDU with its count in timeline order, short ids, the state before each event
+//! (state resolution at forks) stored as compressed snapshots, forward extremities, membership
+//! caches from the resolved current state, aliases, directory, relations and search tokens.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId};
+
+use super::Writer;
+use crate::archive::room::{PduLine, RoomMeta};
+use crate::conduit::schema::{
+    encode_statediff, joined, pdu_id, read_u64be, state_entry, u64be, StateEntry, SEP,
+};
+use crate::conduit::store::Store;
+use crate::error::{Error, Result};
+use crate::matrix::pdu;
+use crate::matrix::state::{State, StateEvent, StateTracker};
+
+/// A snapshot is written as a fresh base layer once its diff against the current base would
+/// hold more than this many entries; otherwise as a diff (chains stay two layers deep).
+const MAX_DIFF: usize = 64;
+
+/// What writing one room did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RoomReport {
+    pub events: u64,
+    pub skipped_existing: u64,
+    pub snapshots: u64,
+    pub resolutions: u64,
+}
+
+/// What is kept of a state event.
+struct StateInfo {
+    kind: String,
+    state_key: String,
+    sender: String,
+    content: CanonicalJsonValue,
+}
+
+impl StateInfo {
+    fn of(pdu_json: &CanonicalJsonObject) -> Option<Self> {
+        Some(StateInfo {
+            kind: pdu::str_field(pdu_json, "type")?.to_owned(),
+            state_key: pdu::str_field(pdu_json, "state_key")?.to_owned(),
+            sender: pdu::str_field(pdu_json, "sender")
+                .unwrap_or_default()
+                .to_owned(),
+            content: pdu_json
+                .get("content")
+                .cloned()
+                .unwrap_or(CanonicalJsonValue::Object(Default::default())),
+        })
+    }
+
+    fn membership(&self) -> &str {
+        match &self.content {
+            CanonicalJsonValue::Object(o) => match o.get("membership") {
+                Some(CanonicalJsonValue::String(m)) => m,
+                _ => "",
+            },
+            _ => "",
+        }
+    }
+}
+
+/// Per-room bookkeeping while its events are appended.
+struct RoomCtx {
+    room_id: String,
+    sroom: u64,
+    tracker: StateTracker,
+    /// The last snapshot written: its id and its full entries.
+    current: Option<(u64, Arc<State>)>,
+    /// The latest base layer: its id and entries.
+    base: Option<(u64, HashSet<StateEntry>)>,
+    /// Every state event seen, for `unsigned.prev_content`, membership and stripped state.
+    state_events: HashMap<OwnedEventId, StateInfo>,
+    /// Count of every timeline event, for relations.
+    counts: HashMap<String, u64>,
+    ever_joined: HashSet<String>,
+    report: RoomReport,
+}
+
+impl<S: Store> Writer<S> {
+    /// Writes one room: its outliers, then its timeline (in the order users saw it).
+    pub fn put_room(
+        &mut self,
+        meta: &RoomMeta,
+        outliers: &[PduLine],
+        timeline: impl Iterator<Item = Result<PduLine>>,
+    ) -> Result<RoomReport> {
+        let rules = pdu::rules_for(&meta.version).ok_or_else(|| {
+            Error::Config(format!(
+                "room {} has unsupported room version {}",
+                meta.room_id, meta.version
+            ))
+        })?;
+        if matches!(meta.version.as_str(), "1" | "2") {
+            return Err(Error::Config(format!(
+                "room {} is a room version {} room, which Conduit cannot store",
+                meta.room_id, meta.version
+            )));
+        }
+        let sroom = match self
+            .store
+            .get("roomid_shortroomid", meta.room_id.as_bytes())?
+            .as_deref()
+            .and_then(read_u64be)
+        {
+            Some(s) => s,
+            None => {
+                let s = self.next_count();
+                self.store
+                    .put("roomid_shortroomid", meta.room_id.as_bytes(), &u64be(s))?;
+                s
+            }
+        };
+        let mut rc = RoomCtx {
+            room_id: meta.room_id.clone(),
+            sroom,
+            tracker: StateTracker::new(rules),
+            current: None,
+            base: None,
+            state_events: HashMap::new(),
+            counts: HashMap::new(),
+            ever_joined: HashSet::new(),
+            report: RoomReport::default(),
+        };
+        for o in outliers {
+            self.short_event_id(&o.event_id)?;
+            if self
+                .store
+                .get("eventid_pduid", o.event_id.as_bytes())?
+                .is_none()
+            {
+                self.store.put(
+                    "eventid_outlierpdu",
+                    o.event_id.as_bytes(),
+                    &stored_json(&o.event_id, &o.pdu),
+                )?;
+            }
+            let ev = StateEvent::from_pdu(&o.event_id, &o.pdu)
+                .map_err(|e| Error::malformed("outlier PDU", e))?;
+            if let Some(info) = StateInfo::of(&o.pdu) {
+                rc.state_events.insert(ev.id().to_owned(), info);
+            }
+            rc.tracker.add_known(ev);
+        }
+        let mut last: Option<String> = None;
+        for line in timeline {
+            let line = line?;
+            self.append(&mut rc, line.event_id.clone(), line.pdu)?;
+            last = Some(line.event_id);
+        }
+        let Some(_) = last else { return Ok(rc.report) };
+        self.finish_room(&mut rc, meta)?;
+        rc.report.resolutions = rc.tracker.resolutions;
+        Ok(rc.report)
+    }
+
+    fn short_event_id(&mut self, event_id: &str) -> Result<u64> {
+        if let Some(s) = self
+            .store
+            .get("eventid_shorteventid", event_id.as_bytes())?
+            .as_deref()
+            .and_then(read_u64be)
+        {
+            return Ok(s);
+        }
+        let s = self.next_count();
+        self.store
+            .put("eventid_shorteventid", event_id.as_bytes(), &u64be(s))?;
+        self.store
+            .put("shorteventid_eventid", &u64be(s), event_id.as_bytes())?;
+        Ok(s)
+    }
+
+    fn short_state_key(&mut self, kind: &str, state_key: &str) -> Result<u64> {
+        let k = joined(&[kind.as_bytes(), state_key.as_bytes()]);
+        if let Some(s) = self
+            .store
+            .get("statekey_shortstatekey", &k)?
+            .as_deref()
+            .and_then(read_u64be)
+        {
+            return Ok(s);
+        }
+        let s = self.next_count();
+        self.store.put("statekey_shortstatekey", &k, &u64be(s))?;
+        self.store.put("shortstatekey_statekey", &u64be(s), &k)?;
+        Ok(s)
+    }
+
+    /// The shortstatehash of a state, writing a new snapshot if it differs from the last one.
+    fn snapshot(&mut self, rc: &mut RoomCtx, state: &Arc<State>) -> Result<u64> {
+        if let Some((sh, cur)) = &rc.current {
+            if Arc::ptr_eq(cur, state) || **cur == **state {
+                return Ok(*sh);
+            }
+        }
+        let mut entries = HashSet::with_capacity(state.len());
+        for ((kind, key), eid) in state.iter() {
+            let ssk = self.short_state_key(&kind.to_string(), key)?;
+            let se = self.short_event_id(eid.as_str())?;
+            entries.insert(state_entry(ssk, se));
+        }
+        let sh = self.next_count();
+        let diff = rc.base.as_ref().map(|(b, base)| {
+            let added: Vec<StateEntry> = entries.difference(base).copied().collect();
+            let removed: Vec<StateEntry> = base.difference(&entries).copied().collect();
+            (*b, added, removed)
+        });
+        match diff {
+            Some((b, added, removed)) if added.len() + removed.len() <= MAX_DIFF => {
+                self.store.put(
+                    "shortstatehash_statediff",
+                    &u64be(sh),
+                    &encode_statediff(b, &added, &removed),
+                )?;
+            }
+            _ => {
+                let mut all: Vec<StateEntry> = entries.iter().copied().collect();
+                all.sort();
+                self.store.put(
+                    "shortstatehash_statediff",
+                    &u64be(sh),
+                    &encode_statediff(0, &all, &[]),
+                )?;
+                rc.base = Some((sh, entries));
+            }
+        }
+        rc.current = Some((sh, state.clone()));
+        rc.report.snapshots += 1;
+        Ok(sh)
+    }
+
+    fn append(
+        &mut self,
+        rc: &mut RoomCtx,
+        event_id: String,
+        mut pdu_json: CanonicalJsonObject,
+    ) -> Result<()> {
+        let ev =
+            StateEvent::from_pdu(&event_id, &pdu_json).map_err(|e| Error::malformed("PDU", e))?;
+        let before = rc
+            .tracker
+            .push(ev.clone())
+            .map_err(|e| Error::malformed(format!("room {}", rc.room_id), e))?;
+        let info = StateInfo::of(&pdu_json);
+        let prev_state = ev.state_pair().and_then(|pair| before.get(&pair).cloned());
+        if let Some(info) = &info {
+            if info.kind == "m.room.member" {
+                self.member_event(rc, &info.state_key, info.membership())?;
+            }
+        }
+        if let Some(pid) = self.store.get("eventid_pduid", event_id.as_bytes())? {
+            // Written by an earlier run: keep it, remember what later events need.
+            rc.report.skipped_existing += 1;
+            if let (Some(info), Ok(id)) = (info, OwnedEventId::try_from(event_id.as_str())) {
+                rc.state_events.insert(id, info);
+            }
+            if let Some(c) = pid
+                .len()
+                .checked_sub(8)
+                .and_then(|at| read_u64be(&pid[at..]))
+            {
+                rc.counts.insert(event_id, c);
+            }
+            return Ok(());
+        }
+        let se = self.short_event_id(&event_id)?;
+        if !(before.is_empty() && info.as_ref().is_some_and(|i| i.kind == "m.room.create")) {
+            let sh = self.snapshot(rc, &before)?;
+            self.store
+                .put("shorteventid_shortstatehash", &u64be(se), &u64be(sh))?;
+        }
+        let kind = pdu::str_field(&pdu_json, "type").unwrap_or("").to_owned();
+        if let Some(prev) = prev_state.as_ref().and_then(|p| rc.state_events.get(p)) {
+            let unsigned = pdu_json
+                .entry("unsigned".into())
+                .or_insert_with(|| CanonicalJsonValue::Object(Default::default()));
+            if let CanonicalJsonValue::Object(u) = unsigned {
+                u.insert("prev_content".into(), prev.content.clone());
+                u.insert(
+                    "prev_sender".into(),
+                    CanonicalJsonValue::String(prev.sender.clone()),
+                );
+            }
+        }
+        if let Some(info) = info {
+            rc.state_events.insert(ev.id().to_owned(), info);
+        }
+        let count = self.next_count();
+        let pid = pdu_id(rc.sroom, count);
+        self.store
+            .put("pduid_pdu", &pid, &stored_json(&event_id, &pdu_json))?;
+        self.store.put("eventid_pduid", event_id.as_bytes(), &pid)?;
+        self.store
+            .delete("eventid_outlierpdu", event_id.as_bytes())?;
+        for p in pdu::event_refs(&pdu_json, "prev_events") {
+            let mut k = rc.room_id.as_bytes().to_vec();
+            k.extend_from_slice(p.as_bytes());
+            self.store.put("referencedevents", &k, b"")?;
+        }
+        let content = match pdu_json.get("content") {
+            Some(CanonicalJsonValue::Object(c)) => Some(c),
+            _ => None,
+        };
+        if kind == "m.room.message" {
+            if let Some(CanonicalJsonValue::String(body)) = content.and_then(|c| c.get("body")) {
+                for word in search_tokens(body) {
+                    let mut k = u64be(rc.sroom).to_vec();
+                    k.extend_from_slice(word.as_bytes());
+                    k.push(SEP);
+                    k.extend_from_slice(&pid);
+                    self.store.put("tokenids", &k, b"")?;
+                }
+            }
+        }
+        if let Some(target) = content
+            .and_then(relation_target)
+            .and_then(|t| rc.counts.get(&t).copied())
+        {
+            let mut k = u64be(target).to_vec();
+            k.extend_from_slice(&u64be(count));
+            self.store.put("tofrom_relation", &k, b"")?;
+        }
+        rc.counts.insert(event_id, count);
+        rc.report.events += 1;
+        Ok(())
+    }
+
+    fn member_event(&mut self, rc: &mut RoomCtx, target: &str, membership: &str) -> Result<()> {
+        if membership == "join" {
+            rc.ever_joined.insert(target.to_owned());
+        }
+        // Users of other servers exist in Conduit as password-less accounts.
+        if !target.ends_with(&format!(":{}", self.server_name))
+            && self
+                .store
+                .get("userid_password", target.as_bytes())?
+                .is_none()
+        {
+            self.store.put("userid_password", target.as_bytes(), b"")?;
+        }
+        Ok(())
+    }
+
+    /// Current state, forward extremities, membership caches, counts, servers, aliases.
+    fn finish_room(&mut self, rc: &mut RoomCtx, meta: &RoomMeta) -> Result<()> {
+        let room = meta.room_id.as_bytes();
+        let ext: Vec<OwnedEventId> = meta
+            .forward_extremities
+            .iter()
+            .filter_map(|e| e.as_str().try_into().ok())
+            .collect();
+        let current = rc
+            .tracker
+            .current_state(&ext)
+            .map_err(|e| Error::malformed(format!("room {}", meta.room_id), e))?;
+        // Nothing new appended (a re-run): the stored current state already is this one.
+        let stored = self.store.get("roomid_shortstatehash", room)?;
+        if rc.report.events > 0 || stored.is_none() {
+            let sh = self.snapshot(rc, &current)?;
+            self.store.put("roomid_shortstatehash", room, &u64be(sh))?;
+        }
+        for (k, _) in self
+            .store
+            .scan_prefix("roomid_pduleaves", &joined(&[room, b""]))?
+        {
+            self.store.delete("roomid_pduleaves", &k)?;
+        }
+        for e in &meta.forward_extremities {
+            if rc.counts.contains_key(e) {
+                self.store.put(
+                    "roomid_pduleaves",
+                    &joined(&[room, e.as_bytes()]),
+                    e.as_bytes(),
+                )?;
+            }
+        }
+        // Membership caches from the resolved current state (right at forks, unlike replaying
+        // member events in timeline order).
+        let (mut joined_n, mut invited_n) = (0u64, 0u64);
+        let mut servers: HashSet<String> = HashSet::new();
+        for ((kind, user), eid) in current.iter() {
+            if kind.to_string() != "m.room.member" {
+                continue;
+            }
+            let membership = rc
+                .state_events
+                .get(eid)
+                .map(|i| i.membership().to_owned())
+                .unwrap_or_default();
+            let ur = joined(&[user.as_bytes(), room]);
+            let ru = joined(&[room, user.as_bytes()]);
+            for (t, k) in [
+                ("userroomid_joined", &ur),
+                ("roomuserid_joined", &ru),
+                ("userroomid_invitestate", &ur),
+                ("roomuserid_invitecount", &ru),
+                ("userroomid_knockstate", &ur),
+                ("roomuserid_knockcount", &ru),
+                ("userroomid_leftstate", &ur),
+                ("roomuserid_leftcount", &ru),
+            ] {
+                self.store.delete(t, k)?;
+            }
+            match membership.as_str() {
+                "join" => {
+                    self.store.put("userroomid_joined", &ur, b"")?;
+                    self.store.put("roomuserid_joined", &ru, b"")?;
+                    joined_n += 1;
+                    servers.extend(user.split_once(':').map(|(_, s)| s.to_owned()));
+                }
+                "invite" => {
+                    let stripped = self.stripped_state(rc, &current, eid)?;
+                    self.store
+                        .put("userroomid_invitestate", &ur, stripped.as_bytes())?;
+                    let n = self.next_count();
+                    self.store.put("roomuserid_invitecount", &ru, &u64be(n))?;
+                    invited_n += 1;
+                }
+                "knock" => {
+                    let stripped = self.stripped_state(rc, &current, eid)?;
+                    self.store
+                        .put("userroomid_knockstate", &ur, stripped.as_bytes())?;
+                    let n = self.next_count();
+                    self.store.put("roomuserid_knockcount", &ru, &u64be(n))?;
+                }
+                _ => {
+                    self.store.put("userroomid_leftstate", &ur, b"[]")?;
+                    let n = self.next_count();
+                    self.store.put("roomuserid_leftcount", &ru, &u64be(n))?;
+                }
+            }
+        }
+        for user in &rc.ever_joined {
+            self.store.put(
+                "roomuseroncejoinedids",
+                &joined(&[user.as_bytes(), room]),
+                b"",
+            )?;
+        }
+        self.store
+            .put("roomid_joinedcount", room, &u64be(joined_n))?;
+        self.store
+            .put("roomid_invitedcount", room, &u64be(invited_n))?;
+        for s in &servers {
+            self.store
+                .put("roomserverids", &joined(&[room, s.as_bytes()]), b"")?;
+            self.store
+                .put("serverroomids", &joined(&[s.as_bytes(), room]), b"")?;
+        }
+        let suffix = format!(":{}", self.server_name);
+        for alias in meta.aliases.iter().filter(|a| a.ends_with(&suffix)) {
+            let local = &alias[1..alias.len() - suffix.len()];
+            if self.store.get("alias_roomid", local.as_bytes())?.is_none() {
+                self.store.put("alias_roomid", local.as_bytes(), room)?;
+                if let Some(creator) = &meta.creator {
+                    self.store
+                        .put("alias_userid", local.as_bytes(), creator.as_bytes())?;
+                }
+                let n = self.next_count();
+                let mut k = joined(&[room, b""]);
+                k.extend_from_slice(&u64be(n));
+                self.store.put("aliasid_alias", &k, alias.as_bytes())?;
+            }
+        }
+        if meta.published {
+            self.store.put("publicroomids", room, b"")?;
+        }
+        Ok(())
+    }
+
+    /// The stripped state Conduit stores with an invite: create, name, avatar, topic, join
+    /// rules, canonical alias, encryption (when present), and the membership event itself.
+    fn stripped_state(
+        &mut self,
+        rc: &RoomCtx,
+        state: &State,
+        member: &OwnedEventId,
+    ) -> Result<String> {
+        const KINDS: [&str; 7] = [
+            "m.room.create",
+            "m.room.name",
+            "m.room.avatar",
+            "m.room.topic",
+            "m.room.join_rules",
+            "m.room.canonical_alias",
+            "m.room.encryption",
+        ];
+        let mut ids: Vec<&OwnedEventId> = state
+            .iter()
+            .filter(|((t, k), _)| k.is_empty() && KINDS.contains(&t.to_string().as_str()))
+            .map(|(_, e)| e)
+            .collect();
+        ids.sort();
+        ids.push(member);
+        let out: Vec<serde_json::Value> = ids
+            .into_iter()
+            .filter_map(|id| rc.state_events.get(id))
+            .map(|i| serde_json::json!({"content": i.content, "sender": i.sender, "type": i.kind, "state_key": i.state_key}))
+            .collect();
+        Ok(serde_json::Value::Array(out).to_string())
+    }
+}
+
+/// The stored form: the PDU as signed plus `event_id`.
+fn stored_json(event_id: &str, pdu_json: &CanonicalJsonObject) -> Vec<u8> {
+    let mut o = pdu_json.clone();
+    o.insert(
+        "event_id".into(),
+        CanonicalJsonValue::String(event_id.to_owned()),
+    );
+    serde_json::to_vec(&o).expect("canonical JSON serializes")
+}
+
+/// Conduit's search tokenizer: split on non-alphanumerics, drop empty and >50-byte pieces,
+/// lowercase.
+pub fn search_tokens(body: &str) -> impl Iterator<Item = String> + '_ {
+    body.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty() && w.len() <= 50)
+        .map(str::to_lowercase)
+}
+
+/// The event a message relates to (`m.relates_to.event_id`, or a reply's `m.in_reply_to`).
+fn relation_target(content: &CanonicalJsonObject) -> Option<String> {
+    let CanonicalJsonValue::Object(rel) = content.get("m.relates_to")? else {
+        return None;
+    };
+    if let Some(CanonicalJsonValue::String(id)) = rel.get("event_id") {
+        return Some(id.clone());
+    }
+    match rel.get("m.in_reply_to") {
+        Some(CanonicalJsonValue::Object(r)) => match r.get("event_id") {
+            Some(CanonicalJsonValue::String(id)) => Some(id.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
