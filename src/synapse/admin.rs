@@ -33,6 +33,11 @@ impl AdminApi {
             .await
     }
 
+    /// GET, then the array under `key`.
+    async fn get_array(&self, path: &str, key: &str) -> Result<Vec<Value>> {
+        Ok(array(&self.get(path).await?, key)?.to_vec())
+    }
+
     /// `whoami` for the admin token.
     pub async fn whoami(&self) -> Result<String> {
         let v = self.get("/_matrix/client/v3/account/whoami").await?;
@@ -67,23 +72,19 @@ impl AdminApi {
     }
 
     pub async fn devices(&self, user_id: &str) -> Result<Vec<Value>> {
-        let v = self
-            .get(&format!(
-                "/_synapse/admin/v2/users/{}/devices",
-                enc(user_id)
-            ))
-            .await?;
-        Ok(array(&v, "devices")?.to_vec())
+        self.get_array(
+            &format!("/_synapse/admin/v2/users/{}/devices", enc(user_id)),
+            "devices",
+        )
+        .await
     }
 
     pub async fn pushers(&self, user_id: &str) -> Result<Vec<Value>> {
-        let v = self
-            .get(&format!(
-                "/_synapse/admin/v1/users/{}/pushers",
-                enc(user_id)
-            ))
-            .await?;
-        Ok(array(&v, "pushers")?.to_vec())
+        self.get_array(
+            &format!("/_synapse/admin/v1/users/{}/pushers", enc(user_id)),
+            "pushers",
+        )
+        .await
     }
 
     pub async fn account_data(&self, user_id: &str) -> Result<Value> {
@@ -149,10 +150,11 @@ impl AdminApi {
 
     /// The current state in client format (each entry has `event_id`).
     pub async fn room_state(&self, room_id: &str) -> Result<Vec<Value>> {
-        let v = self
-            .get(&format!("/_synapse/admin/v1/rooms/{}/state", enc(room_id)))
-            .await?;
-        Ok(array(&v, "state")?.to_vec())
+        self.get_array(
+            &format!("/_synapse/admin/v1/rooms/{}/state", enc(room_id)),
+            "state",
+        )
+        .await
     }
 
     pub async fn forward_extremities(&self, room_id: &str) -> Result<Vec<String>> {
@@ -297,13 +299,18 @@ impl UserApi {
             .await
     }
 
+    /// GET, then the array under `key`.
+    async fn get_array(&self, path: &str, key: &str) -> Result<Vec<Value>> {
+        Ok(array(&self.get(path).await?, key)?.to_vec())
+    }
+
     pub async fn push_rules(&self) -> Result<Value> {
         self.get("/_matrix/client/v3/pushrules/").await
     }
 
     pub async fn threepids(&self) -> Result<Vec<Value>> {
-        let v = self.get("/_matrix/client/v3/account/3pid").await?;
-        Ok(array(&v, "threepids")?.to_vec())
+        self.get_array("/_matrix/client/v3/account/3pid", "threepids")
+            .await
     }
 
     /// Device and cross-signing keys of this user.

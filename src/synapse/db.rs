@@ -163,18 +163,12 @@ impl SynapseDb {
         .fetch_all(&self.pool)
         .await?;
         for r in &rows {
-            let device: String = r.try_get("device_id")?;
-            let id = format!(
-                "{}:{}",
-                r.try_get::<String, _>("algorithm")?,
-                r.try_get::<String, _>("key_id")?
-            );
-            let key: String = r.try_get("key_json")?;
+            let (device, id, key) = e2e_key_row(r)?;
             user.e2e
                 .one_time_keys
                 .entry(device)
                 .or_default()
-                .insert(id, json_or_string(&key));
+                .insert(id, key);
         }
 
         let rows = sqlx::query(
@@ -186,18 +180,12 @@ impl SynapseDb {
         .fetch_all(&self.pool)
         .await?;
         for r in &rows {
-            let device: String = r.try_get("device_id")?;
-            let id = format!(
-                "{}:{}",
-                r.try_get::<String, _>("algorithm")?,
-                r.try_get::<String, _>("key_id")?
-            );
-            let key: String = r.try_get("key_json")?;
+            let (device, id, key) = e2e_key_row(r)?;
             let used: i32 = r.try_get("used")?;
             user.e2e.fallback_keys.entry(device).or_default().insert(
                 id,
                 FallbackKey {
-                    key: json_or_string(&key),
+                    key,
                     used: used != 0,
                 },
             );
@@ -205,6 +193,17 @@ impl SynapseDb {
         user.secrets.read_from_db = true;
         Ok(())
     }
+}
+
+/// `(device_id, "algorithm:key_id", key JSON)` of a one-time or fallback key row.
+fn e2e_key_row(r: &sqlx::any::AnyRow) -> Result<(String, String, Value), sqlx::Error> {
+    let id = format!(
+        "{}:{}",
+        r.try_get::<String, _>("algorithm")?,
+        r.try_get::<String, _>("key_id")?
+    );
+    let key: String = r.try_get("key_json")?;
+    Ok((r.try_get("device_id")?, id, json_or_string(&key)))
 }
 
 fn json_or_string(text: &str) -> Value {
