@@ -1,4 +1,4 @@
-//! Testnet Synapse → dump → `conduit write` (SQLite) → read back with the project's reader:
+//! Testnet Synapse → dump → `conduit write` (SQLite and RocksDB) → read back with the project's reader:
 //! every room has the archive's events in the archive's order and Synapse's current state, the
 //! users' tokens work both ways, and a second write adds nothing.
 
@@ -8,11 +8,18 @@ use std::collections::BTreeMap;
 
 use transition_matrix::archive::room::{PduReader, RoomMeta, EVENTS};
 use transition_matrix::archive::{fsutil, Archive};
-use transition_matrix::conduit::store::{sqlite::SqliteStore, Backend, Store};
+use transition_matrix::conduit::store::{rocksdb::RocksStore, sqlite::SqliteStore, Backend, Store};
 use transition_matrix::conduit::{reader, schema, write::write_archive};
 
-fn tree_sizes(db: &std::path::Path) -> Vec<(String, usize)> {
-    let mut s = SqliteStore::open(db).unwrap();
+fn open(db: &std::path::Path, backend: Backend) -> Box<dyn Store> {
+    match backend {
+        Backend::Sqlite => Box::new(SqliteStore::open(db).unwrap()),
+        Backend::Rocksdb => Box::new(RocksStore::open(db).unwrap()),
+    }
+}
+
+fn tree_sizes(db: &std::path::Path, backend: Backend) -> Vec<(String, usize)> {
+    let mut s = open(db, backend);
     schema::TREES
         .iter()
         .map(|t| (t.to_string(), s.scan_prefix(t, b"").unwrap().len()))
@@ -20,12 +27,21 @@ fn tree_sizes(db: &std::path::Path) -> Vec<(String, usize)> {
 }
 
 #[test]
-fn written_database_reads_back_as_the_archive() {
+fn sqlite_database_reads_back_as_the_archive() {
+    written_database_reads_back_as_the_archive(Backend::Sqlite);
+}
+
+#[test]
+fn rocksdb_database_reads_back_as_the_archive() {
+    written_database_reads_back_as_the_archive(Backend::Rocksdb);
+}
+
+fn written_database_reads_back_as_the_archive(backend: Backend) {
     let (root, _) = common::reference_archive();
     let archive = Archive::open(root).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("conduit");
-    let sum = write_archive(&archive, &db, Backend::Sqlite).unwrap();
+    let sum = write_archive(&archive, &db, backend).unwrap();
     assert_eq!(sum.events as usize, {
         let m: transition_matrix::archive::Manifest =
             fsutil::read_json(&archive.manifest_path()).unwrap();
@@ -46,7 +62,7 @@ fn written_database_reads_back_as_the_archive() {
         "the forked room needs state resolution"
     );
 
-    let mut store = SqliteStore::open(&db).unwrap();
+    let mut store = open(&db, backend);
     assert_eq!(
         store.get("global", b"version").unwrap(),
         Some(schema::u64be(18).to_vec())
@@ -88,11 +104,11 @@ fn written_database_reads_back_as_the_archive() {
     drop(store);
 
     // A second write of the same archive adds nothing.
-    let before = tree_sizes(&db);
-    let again = write_archive(&archive, &db, Backend::Sqlite).unwrap();
+    let before = tree_sizes(&db, backend);
+    let again = write_archive(&archive, &db, backend).unwrap();
     assert_eq!(again.events, 0);
     assert_eq!(again.events_already_there, sum.events);
-    let after = tree_sizes(&db);
+    let after = tree_sizes(&db, backend);
     for ((t, b), (_, a)) in before.iter().zip(&after) {
         if t != "keychangeid_userid"
             && !t.starts_with("roomuserid_")

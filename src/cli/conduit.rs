@@ -6,7 +6,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use transition_matrix::archive::{fsutil, Archive, Manifest};
-use transition_matrix::conduit::store::{refuse_if_open, sqlite::SqliteStore, Backend};
+use transition_matrix::conduit::store::{
+    refuse_if_open, rocksdb::RocksStore, sqlite::SqliteStore, Backend,
+};
 use transition_matrix::conduit::{verify::verify, write::write_archive};
 use transition_matrix::config::Config;
 use transition_matrix::matrix::keys::ServerKey;
@@ -73,9 +75,6 @@ pub fn run(cmd: ConduitCmd, config: &Config) -> Result<i32> {
             Ok(0)
         }
         ConduitCmd::Verify(a) => {
-            if a.backend != Backend::Sqlite {
-                anyhow::bail!("only --backend sqlite can be verified so far");
-            }
             refuse_if_open(&a.database)?;
             let public = match &a.archive {
                 Some(p) => {
@@ -89,8 +88,10 @@ pub fn run(cmd: ConduitCmd, config: &Config) -> Result<i32> {
                 }
                 None => None,
             };
-            let mut store = SqliteStore::open(&a.database)?;
-            let r = verify(&mut store, public.as_deref())?;
+            let r = match a.backend {
+                Backend::Sqlite => verify(&mut SqliteStore::open(&a.database)?, public.as_deref())?,
+                Backend::Rocksdb => verify(&mut RocksStore::open(&a.database)?, public.as_deref())?,
+            };
             println!(
                 "{} rooms, {} events, {} users checked",
                 r.rooms, r.events, r.users

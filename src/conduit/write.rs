@@ -7,7 +7,9 @@ use crate::archive::room::{PduReader, RoomMeta, EVENTS, OUTLIERS};
 use crate::archive::user::UserRecord;
 use crate::archive::{fsutil, Archive, Manifest};
 use crate::conduit::schema::SEP;
-use crate::conduit::store::{refuse_if_open, sqlite::SqliteStore, Backend, Store};
+use crate::conduit::store::{
+    refuse_if_open, rocksdb::RocksStore, sqlite::SqliteStore, Backend, Store,
+};
 use crate::conduit::writer::Writer;
 use crate::error::{Error, Result};
 use crate::matrix::keys::ServerKey;
@@ -33,9 +35,10 @@ pub fn write_archive(archive: &Archive, database: &Path, backend: Backend) -> Re
             Writer::begin(SqliteStore::open(database)?, &manifest.server_name)?,
             archive,
         ),
-        Backend::Rocksdb => Err(Error::Config(
-            "the RocksDB backend is not written yet; use --backend sqlite".into(),
-        )),
+        Backend::Rocksdb => write_into(
+            Writer::begin(RocksStore::open(database)?, &manifest.server_name)?,
+            archive,
+        ),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Conduit's key-value storage, as a writer sees it: named trees of ordered byte keys.
 //! One implementation per backend; everything above this module is backend-neutral.
 
+pub mod rocksdb;
 pub mod sqlite;
 
 use std::path::Path;
@@ -63,4 +64,23 @@ pub fn refuse_if_open(database_path: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A boxed store is a store (so code can pick the backend at run time).
+impl<T: Store + ?Sized> Store for Box<T> {
+    fn get(&mut self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        (**self).get(tree, key)
+    }
+    fn put(&mut self, tree: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        (**self).put(tree, key, value)
+    }
+    fn delete(&mut self, tree: &str, key: &[u8]) -> Result<()> {
+        (**self).delete(tree, key)
+    }
+    fn scan_prefix(&mut self, tree: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        (**self).scan_prefix(tree, prefix)
+    }
+    fn commit(&mut self) -> Result<()> {
+        (**self).commit()
+    }
 }

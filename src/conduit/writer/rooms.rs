@@ -21,6 +21,9 @@ use crate::matrix::state::{State, StateEvent, StateTracker};
 /// hold more than this many entries; otherwise as a diff (chains stay two layers deep).
 const MAX_DIFF: usize = 64;
 
+/// Events appended between two commits inside one room.
+const COMMIT_EVERY: u64 = 20_000;
+
 /// What writing one room did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RoomReport {
@@ -151,6 +154,10 @@ impl<S: Store> Writer<S> {
             let line = line?;
             self.append(&mut rc, line.event_id.clone(), line.pdu)?;
             last = Some(line.event_id);
+            // Bounded memory for huge rooms; a resumed write skips what is already there.
+            if rc.report.events % COMMIT_EVERY == COMMIT_EVERY - 1 {
+                self.commit()?;
+            }
         }
         let Some(_) = last else { return Ok(rc.report) };
         self.finish_room(&mut rc, meta)?;
