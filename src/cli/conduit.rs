@@ -68,9 +68,10 @@ pub fn run(cmd: ConduitCmd, config: &Config) -> Result<i32> {
             println!("\nconduit.toml:\n  server_name = \"{}\"\n  database_backend = \"{}\"\n  database_path = \"{}\"",
                 s.server_name, match a.backend { Backend::Sqlite => "sqlite", Backend::Rocksdb => "rocksdb" }, a.database.display());
             println!(
-                "\nPasswords: Synapse's bcrypt hashes were copied, but stock Conduit only checks argon2, so \
-                 password logins fail until each user's password is reset (admin room: `reset-password`) \
-                 or Conduit has the bcrypt login patch. Logged-in clients keep working: their access tokens were migrated."
+                "\nPasswords: Synapse's bcrypt hashes were copied as they are, but stock Conduit only checks \
+                 argon2: password logins fail until a password is set anew (this writer does not create \
+                 Conduit's admin room yet) or Conduit carries the bcrypt login patch. Logged-in clients \
+                 keep working: their access tokens were migrated."
             );
             Ok(0)
         }
