@@ -89,15 +89,6 @@ impl Checkpoint {
             .contains_key(&(kind, id.to_owned()))
     }
 
-    /// The recorded entry of an item.
-    pub fn get(&self, kind: ItemKind, id: &str) -> Option<Entry> {
-        self.done
-            .lock()
-            .expect("checkpoint lock")
-            .get(&(kind, id.to_owned()))
-            .cloned()
-    }
-
     /// Records an item as done (after its files are in place).
     pub fn record(&self, entry: Entry) -> Result<()> {
         let mut done = self.done.lock().expect("checkpoint lock");

@@ -230,11 +230,6 @@ fn signing_parts(
     Some((msg, sig, vk))
 }
 
-/// Serializes a PDU as canonical JSON text (sorted keys, no spaces).
-pub fn to_canonical_string(pdu: &CanonicalJsonObject) -> String {
-    serde_json::to_string(pdu).expect("canonical JSON always serializes")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

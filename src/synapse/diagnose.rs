@@ -118,11 +118,7 @@ pub async fn run(settings: &SynapseSettings, config: &str, mut emit: impl FnMut(
                 explain_federation_error(e, fed.http.base()).to_string(),
             ),
         };
-        let path = format!(
-            "/_matrix/federation/v1/query/profile?user_id={}",
-            urlencoding::encode(&source.admin_user_id)
-        );
-        match fed.get(&path).await {
+        match fed.probe(&source.admin_user_id).await {
             Ok(_) => step(true, "self-signed request", "accepted".into()),
             Err(e) => step(
                 false,

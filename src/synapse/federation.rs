@@ -102,6 +102,18 @@ impl Federation {
             .ok_or_else(|| Error::malformed("federation /event answer", "no PDU"))
     }
 
+    /// A harmless self-signed request (a profile query for a local user): succeeds only if
+    /// Synapse accepts requests from itself, which a `federation_domain_whitelist` without our
+    /// own name refuses.
+    pub async fn probe(&self, local_user: &str) -> Result<()> {
+        self.get(&format!(
+            "/_matrix/federation/v1/query/profile?user_id={}",
+            enc(local_user)
+        ))
+        .await
+        .map(|_| ())
+    }
+
     /// The server's published keys (current and old), as a ruma key map.
     pub async fn published_keys(&self) -> Result<PublishedKeys> {
         let v = self

@@ -218,11 +218,7 @@ impl Source {
         }
         // One signed request proves Synapse accepts requests from itself (a
         // federation_domain_whitelist without our own name refuses every one of them).
-        let path = format!(
-            "/_matrix/federation/v1/query/profile?user_id={}",
-            urlencoding::encode(&self.admin_user_id)
-        );
-        fed.get(&path)
+        fed.probe(&self.admin_user_id)
             .await
             .map_err(|e| explain_federation_error(e, fed.http.base()))?;
         self.published = Some(published);

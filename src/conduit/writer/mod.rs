@@ -77,11 +77,6 @@ impl<S: Store> Writer<S> {
         self.counter
     }
 
-    /// The last count handed out.
-    pub fn current_count(&self) -> u64 {
-        self.counter
-    }
-
     /// Makes everything written so far durable, together with the counter that covers it.
     pub fn commit(&mut self) -> Result<()> {
         self.store.put("global", b"c", &u64be(self.counter))?;
