@@ -6,10 +6,13 @@ mod common;
 
 use std::collections::BTreeMap;
 
+use transition_matrix::archive::media::MediaMeta;
 use transition_matrix::archive::room::{PduReader, RoomMeta, EVENTS};
 use transition_matrix::archive::{fsutil, Archive};
 use transition_matrix::conduit::store::{rocksdb::RocksStore, sqlite::SqliteStore, Backend, Store};
-use transition_matrix::conduit::{reader, schema, write::write_archive};
+use transition_matrix::conduit::write::{write_archive, WriteOptions};
+use transition_matrix::conduit::writer::media::media_file_path;
+use transition_matrix::conduit::{reader, schema};
 
 fn open(db: &std::path::Path, backend: Backend) -> Box<dyn Store> {
     match backend {
@@ -41,7 +44,13 @@ fn written_database_reads_back_as_the_archive(backend: Backend) {
     let archive = Archive::open(root).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("conduit");
-    let sum = write_archive(&archive, &db, backend).unwrap();
+    let mut options = WriteOptions::new(backend);
+    if backend == Backend::Rocksdb {
+        // Keep almost no state in memory: every older prev event's state is read back from
+        // the (uncommitted) writes, which must give the same result.
+        options.state_window = 2;
+    }
+    let sum = write_archive(&archive, &db, &options).unwrap();
     assert_eq!(sum.events as usize, {
         let m: transition_matrix::archive::Manifest =
             fsutil::read_json(&archive.manifest_path()).unwrap();
@@ -61,6 +70,12 @@ fn written_database_reads_back_as_the_archive(backend: Backend) {
         sum.state_resolutions > 0,
         "the forked room needs state resolution"
     );
+    if backend == Backend::Rocksdb {
+        assert!(
+            sum.state_loads > 0,
+            "the small window must read states back"
+        );
+    }
 
     let mut store = open(&db, backend);
     assert_eq!(
@@ -98,15 +113,58 @@ fn written_database_reads_back_as_the_archive(backend: Backend) {
             Some(key)
         );
     }
-    let report = transition_matrix::conduit::verify::verify(&mut store, None).unwrap();
+    // The admin room: Synapse's admins are joined to it; the server user too.
+    let admin_room = store.get("alias_roomid", b"admins").unwrap().unwrap();
+    assert_eq!(
+        sum.admin_room.as_deref().map(str::as_bytes),
+        Some(&admin_room[..])
+    );
+    let admin_id = &s.admin.user_id;
+    assert_eq!(sum.admins, vec![admin_id.clone()]);
+    for member in [admin_id.clone(), format!("@conduit:{}", s.server_name)] {
+        let mut k = member.as_bytes().to_vec();
+        k.push(0xff);
+        k.extend_from_slice(&admin_room);
+        assert!(
+            store.get("userroomid_joined", &k).unwrap().is_some(),
+            "{member}"
+        );
+    }
+    // Media: every item of the archive has its bytes where Conduit looks, and its metadata.
+    let media_dir = db.join("media");
+    let mut media = 0;
+    for entry in std::fs::read_dir(archive.root().join("media/meta")).unwrap() {
+        let meta: MediaMeta = fsutil::read_json(&entry.unwrap().path()).unwrap();
+        let bytes = std::fs::read(media_file_path(&media_dir, &meta.sha256)).unwrap();
+        assert_eq!(
+            bytes,
+            std::fs::read(archive.media_blob_path(&meta.sha256)).unwrap()
+        );
+        let mut key = meta.server_name.as_bytes().to_vec();
+        key.push(0xff);
+        key.extend_from_slice(meta.media_id.as_bytes());
+        let stored = store
+            .get("servernamemediaid_metadata", &key)
+            .unwrap()
+            .unwrap();
+        assert_eq!(hex::encode(&stored[..32]), meta.sha256);
+        media += 1;
+    }
+    assert!(media > 0, "the testnet uploads media");
+    assert_eq!(sum.media, media);
+    let report =
+        transition_matrix::conduit::verify::verify(&mut store, None, Some(&media_dir)).unwrap();
     assert!(report.violations.is_empty(), "{:?}", report.violations);
-    assert_eq!(report.rooms as usize, archive.room_ids().unwrap().len());
+    // The archive's rooms and the admin room.
+    assert_eq!(report.rooms as usize, archive.room_ids().unwrap().len() + 1);
+    assert_eq!(report.media, media);
     drop(store);
 
     // A second write of the same archive adds nothing.
     let before = tree_sizes(&db, backend);
-    let again = write_archive(&archive, &db, backend).unwrap();
+    let again = write_archive(&archive, &db, &options).unwrap();
     assert_eq!(again.events, 0);
+    assert_eq!(again.admin_room, None);
     assert_eq!(again.events_already_there, sum.events);
     let after = tree_sizes(&db, backend);
     for ((t, b), (_, a)) in before.iter().zip(&after) {

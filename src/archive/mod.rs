@@ -92,7 +92,7 @@ impl Archive {
     pub fn media_blob_path(&self, sha256: &str) -> PathBuf {
         self.root
             .join("media/blobs")
-            .join(&sha256[..2.min(sha256.len())])
+            .join(sha256.get(..2).unwrap_or_default())
             .join(sha256)
     }
 

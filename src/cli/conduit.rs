@@ -9,7 +9,8 @@ use transition_matrix::archive::{fsutil, Archive, Manifest};
 use transition_matrix::conduit::store::{
     refuse_if_open, rocksdb::RocksStore, sqlite::SqliteStore, Backend,
 };
-use transition_matrix::conduit::{verify::verify, write::write_archive};
+use transition_matrix::conduit::verify::verify;
+use transition_matrix::conduit::write::{write_archive, WriteOptions};
 use transition_matrix::config::Config;
 use transition_matrix::matrix::keys::ServerKey;
 
@@ -38,6 +39,9 @@ pub struct WriteArgs {
     /// Conduit's `database_backend`.
     #[arg(long, value_enum, default_value = "sqlite")]
     pub backend: Backend,
+    /// Conduit's media directory (`[global.media] path`), if not `<database>/media`.
+    #[arg(long)]
+    pub media_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -50,6 +54,9 @@ pub struct VerifyArgs {
     /// The archive it was written from (to check the server key).
     #[arg(long)]
     pub archive: Option<PathBuf>,
+    /// Conduit's media directory, if not `<database>/media`.
+    #[arg(long)]
+    pub media_path: Option<PathBuf>,
 }
 
 pub fn run(cmd: ConduitCmd, config: &Config) -> Result<i32> {
@@ -60,18 +67,36 @@ pub fn run(cmd: ConduitCmd, config: &Config) -> Result<i32> {
                 .or_else(|| config.archive.path.clone())
                 .context("pass --archive")?;
             let archive = Archive::open(&path)?;
-            let s = write_archive(&archive, &a.database, a.backend)?;
+            let options = WriteOptions {
+                media_dir: a.media_path.clone(),
+                ..WriteOptions::new(a.backend)
+            };
+            let s = write_archive(&archive, &a.database, &options)?;
             println!(
-                "wrote {} users, {} rooms, {} events ({} already there), {} state snapshots, {} state resolutions",
-                s.users, s.rooms, s.events, s.events_already_there, s.state_snapshots, s.state_resolutions
+                "wrote {} users, {} rooms, {} events ({} already there), {} state snapshots, {} state resolutions, {} media",
+                s.users, s.rooms, s.events, s.events_already_there, s.state_snapshots, s.state_resolutions, s.media
             );
+            if let Some(room) = &s.admin_room {
+                println!("created the admin room {room} (#admins:{})", s.server_name);
+            }
+            if !s.admins.is_empty() {
+                println!("admins (Synapse's server admins): {}", s.admins.join(", "));
+            }
+            for w in &s.warnings {
+                println!("! {w}");
+            }
             println!("\nconduit.toml:\n  server_name = \"{}\"\n  database_backend = \"{}\"\n  database_path = \"{}\"",
                 s.server_name, match a.backend { Backend::Sqlite => "sqlite", Backend::Rocksdb => "rocksdb" }, a.database.display());
+            if let Some(m) = &a.media_path {
+                println!("  [global.media]\n  path = \"{}\"", m.display());
+            }
             println!(
                 "\nPasswords: Synapse's bcrypt hashes were copied as they are, but stock Conduit only checks \
-                 argon2: password logins fail until a password is set anew (this writer does not create \
-                 Conduit's admin room yet) or Conduit carries the bcrypt login patch. Logged-in clients \
-                 keep working: their access tokens were migrated."
+                 argon2, so password logins fail until Conduit carries the bcrypt login patch \
+                 or a password is set anew (an admin, in the admin room: \
+                 `@conduit:{}: reset-password <user>`). Logged-in clients keep working: their \
+                 access tokens were migrated.",
+                s.server_name
             );
             Ok(0)
         }
@@ -89,13 +114,18 @@ pub fn run(cmd: ConduitCmd, config: &Config) -> Result<i32> {
                 }
                 None => None,
             };
+            let media = a
+                .media_path
+                .clone()
+                .unwrap_or_else(|| a.database.join("media"));
+            let (public, media) = (public.as_deref(), Some(media.as_path()));
             let r = match a.backend {
-                Backend::Sqlite => verify(&mut SqliteStore::open(&a.database)?, public.as_deref())?,
-                Backend::Rocksdb => verify(&mut RocksStore::open(&a.database)?, public.as_deref())?,
+                Backend::Sqlite => verify(&mut SqliteStore::open(&a.database)?, public, media)?,
+                Backend::Rocksdb => verify(&mut RocksStore::open(&a.database)?, public, media)?,
             };
             println!(
-                "{} rooms, {} events, {} users checked",
-                r.rooms, r.events, r.users
+                "{} rooms, {} events, {} users, {} media checked",
+                r.rooms, r.events, r.users, r.media
             );
             for violation in &r.violations {
                 println!("✗ {violation}");

@@ -1,9 +1,12 @@
 //! `conduit verify`: reads a written database back and checks the invariants Conduit relies on
 //! but never checks itself (conduit-db.md §10).
 
+use std::path::Path;
+
 use crate::conduit::reader;
-use crate::conduit::schema::{read_u64be, DATABASE_VERSION, SEP};
+use crate::conduit::schema::{joined, read_u64be, DATABASE_VERSION, SEP};
 use crate::conduit::store::Store;
+use crate::conduit::writer::media::media_file_path;
 use crate::error::Result;
 
 /// What verification found.
@@ -12,11 +15,17 @@ pub struct VerifyReport {
     pub rooms: u64,
     pub events: u64,
     pub users: u64,
+    pub media: u64,
     pub violations: Vec<String>,
 }
 
-/// Checks the whole database. `public_key` (base64), when given, must be the stored key's.
-pub fn verify<S: Store>(store: &mut S, public_key: Option<&str>) -> Result<VerifyReport> {
+/// Checks the whole database. `public_key` (base64), when given, must be the stored key's;
+/// `media_dir`, when given, must hold every media file the metadata names.
+pub fn verify<S: Store>(
+    store: &mut S,
+    public_key: Option<&str>,
+    media_dir: Option<&Path>,
+) -> Result<VerifyReport> {
     let mut r = VerifyReport::default();
     let mut v = |msg: String| r.violations.push(msg);
     let version = store
@@ -140,6 +149,49 @@ pub fn verify<S: Store>(store: &mut S, public_key: Option<&str>) -> Result<Verif
             v(format!(
                 "{room_id}: joined members cached {cached:?}, current state says {joined:?}"
             ));
+        }
+    }
+    // The admin room exists and the server user is in it (admin commands work).
+    let server_user = store
+        .scan_prefix("userid_password", b"@conduit:")?
+        .into_iter()
+        .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+        .next();
+    match (server_user, store.get("alias_roomid", b"admins")?) {
+        (None, _) => v("there is no @conduit server user".into()),
+        (Some(_), None) => v("there is no admin room (#admins)".into()),
+        (Some(u), Some(room)) => {
+            if store
+                .get("userroomid_joined", &joined(&[u.as_bytes(), &room]))?
+                .is_none()
+            {
+                v(format!("{u} is not joined to the admin room"));
+            }
+        }
+    }
+    // Media: metadata → file hash entry → local marker → file.
+    for (key, meta) in store.scan_prefix("servernamemediaid_metadata", b"")? {
+        r.media += 1;
+        let name = String::from_utf8_lossy(&key).replace('\u{ff}', "/");
+        if meta.len() < 32 {
+            v(format!("media {name}: metadata shorter than a sha256"));
+            continue;
+        }
+        let sha = &meta[..32];
+        if store.get("filehash_metadata", sha)?.is_none() {
+            v(format!("media {name}: no filehash_metadata entry"));
+        }
+        let mut k = sha.to_vec();
+        k.extend_from_slice(&key);
+        if store.get("filehash_servername_mediaid", &k)?.is_none() {
+            v(format!(
+                "media {name}: no filehash_servername_mediaid entry (retention would delete it)"
+            ));
+        }
+        if let Some(dir) = media_dir {
+            if !media_file_path(dir, &hex::encode(sha)).is_file() {
+                v(format!("media {name}: its file is missing"));
+            }
         }
     }
     r.users = store.scan_prefix("userid_password", b"")?.len() as u64;

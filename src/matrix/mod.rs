@@ -1,5 +1,6 @@
 //! Protocol helpers over ruma: signing keys, PDU ids and verification.
 
+pub mod forge;
 pub mod keys;
 pub mod pdu;
 pub mod state;

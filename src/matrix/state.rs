@@ -3,7 +3,7 @@
 //! v12 conflicted subgraph) of the states after each prev event. Writers need it for every event;
 //! "apply state events in timeline order" is wrong at every fork.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use ruma::{
@@ -130,26 +130,62 @@ pub enum StateError {
     NoPrevState(OwnedEventId),
     #[error("state resolution at {0} failed: {1}")]
     Resolution(OwnedEventId, String),
+    #[error("reading the stored state before {0}: {1}")]
+    Load(OwnedEventId, String),
 }
 
 /// Walks a room's events in topological order and yields the state before each.
+///
+/// Memory: state events are kept (state resolution reads them), other events are not. The
+/// state after each event is kept for the most recent `window` events only when the tracker is
+/// [`StateTracker::bounded`]; an older prev event's state is then asked of a loader (the writer
+/// reads it back from the database it wrote), so memory does not grow with the room's length.
 pub struct StateTracker {
     rules: RoomVersionRules,
     events: HashMap<OwnedEventId, Arc<StateEvent>>,
     after: HashMap<OwnedEventId, Arc<State>>,
+    recent: VecDeque<OwnedEventId>,
+    window: usize,
     chains: HashMap<OwnedEventId, Arc<HashSet<OwnedEventId>>>,
+    sender: Option<OwnedUserId>,
     /// How many merges needed a real state resolution (for reports).
     pub resolutions: u64,
+    /// How many states a bounded tracker had to ask its loader for.
+    pub loads: u64,
+}
+
+/// Where a bounded tracker finds the state *before* an event it no longer holds.
+pub trait StateLoader {
+    fn state_before(&mut self, id: &EventId) -> Result<Option<State>, StateError>;
+}
+
+/// For unbounded trackers: nothing to load.
+pub struct NoLoader;
+
+impl StateLoader for NoLoader {
+    fn state_before(&mut self, _: &EventId) -> Result<Option<State>, StateError> {
+        Ok(None)
+    }
 }
 
 impl StateTracker {
+    /// A tracker that keeps the state after every event (for a room held in memory anyway).
     pub fn new(rules: RoomVersionRules) -> Self {
+        Self::bounded(rules, usize::MAX)
+    }
+
+    /// A tracker that keeps the state after the last `window` events only.
+    pub fn bounded(rules: RoomVersionRules, window: usize) -> Self {
         StateTracker {
             rules,
             events: HashMap::new(),
             after: HashMap::new(),
+            recent: VecDeque::new(),
+            window,
             chains: HashMap::new(),
+            sender: None,
             resolutions: 0,
+            loads: 0,
         }
     }
 
@@ -158,15 +194,18 @@ impl StateTracker {
         self.events.insert(ev.id.clone(), Arc::new(ev));
     }
 
-    /// Declares the state after an event whose predecessors we do not have (the start of a
-    /// room's known history), e.g. from `/state` at that event.
-    pub fn set_state_after(&mut self, id: OwnedEventId, state: State) {
-        self.after.insert(id, Arc::new(state));
-    }
-
     /// The next timeline event: returns the state before it and records the state after it.
     pub fn push(&mut self, ev: StateEvent) -> Result<Arc<State>, StateError> {
-        let before = self.state_before(&ev)?;
+        self.push_with(ev, &mut NoLoader)
+    }
+
+    /// [`StateTracker::push`] for a bounded tracker.
+    pub fn push_with(
+        &mut self,
+        ev: StateEvent,
+        loader: &mut dyn StateLoader,
+    ) -> Result<Arc<State>, StateError> {
+        let before = self.state_before(&ev, loader)?;
         let after = match ev.state_pair() {
             Some(pair) => {
                 let mut s = (*before).clone();
@@ -175,15 +214,70 @@ impl StateTracker {
             }
             None => before.clone(),
         };
-        self.after.insert(ev.id.clone(), after);
-        self.events.insert(ev.id.clone(), Arc::new(ev));
+        self.remember(ev.id.clone(), after);
+        if self.sender.is_none() {
+            self.sender = Some(ev.sender.clone());
+        }
+        if ev.state_key.is_some() {
+            self.events.insert(ev.id.clone(), Arc::new(ev));
+        }
         Ok(before)
+    }
+
+    fn remember(&mut self, id: OwnedEventId, after: Arc<State>) {
+        if self.window != usize::MAX {
+            self.recent.push_back(id.clone());
+            while self.recent.len() > self.window {
+                if let Some(old) = self.recent.pop_front() {
+                    self.after.remove(&old);
+                }
+            }
+        }
+        self.after.insert(id, after);
+    }
+
+    /// The state after `id`: remembered, or the create event's, or loaded.
+    fn after_of(
+        &mut self,
+        id: &EventId,
+        loader: &mut dyn StateLoader,
+    ) -> Result<Option<Arc<State>>, StateError> {
+        if let Some(s) = self.after.get(id) {
+            return Ok(Some(s.clone()));
+        }
+        if self.window == usize::MAX {
+            return Ok(None);
+        }
+        let known = self.events.get(id).cloned();
+        let before = match &known {
+            Some(e) if e.prev.is_empty() => Some(State::new()),
+            _ => loader.state_before(id)?,
+        };
+        let Some(mut state) = before else {
+            return Ok(None);
+        };
+        self.loads += 1;
+        if let Some(pair) = known.as_ref().and_then(|e| e.state_pair()) {
+            state.insert(pair, id.to_owned());
+        }
+        let state = Arc::new(state);
+        self.remember(id.to_owned(), state.clone());
+        Ok(Some(state))
     }
 
     /// The room's current state: the resolution of the states after its forward extremities.
     pub fn current_state(
         &mut self,
         extremities: &[OwnedEventId],
+    ) -> Result<Arc<State>, StateError> {
+        self.current_state_with(extremities, &mut NoLoader)
+    }
+
+    /// [`StateTracker::current_state`] for a bounded tracker.
+    pub fn current_state_with(
+        &mut self,
+        extremities: &[OwnedEventId],
+        loader: &mut dyn StateLoader,
     ) -> Result<Arc<State>, StateError> {
         let Some(last) = extremities.first() else {
             return Ok(Arc::new(State::new()));
@@ -192,9 +286,8 @@ impl StateTracker {
             id: last.clone(),
             room_id: None,
             sender: self
-                .events
-                .get(last)
-                .map(|e| e.sender.clone())
+                .sender
+                .clone()
                 .ok_or_else(|| StateError::NoPrevState(last.clone()))?,
             ts: MilliSecondsSinceUnixEpoch(UInt::default()),
             kind: TimelineEventType::RoomMessage,
@@ -204,23 +297,21 @@ impl StateTracker {
             auth: Vec::new(),
             redacts: None,
         };
-        self.state_before(&merged)
+        self.state_before(&merged, loader)
     }
 
-    /// The state after an event already pushed.
-    pub fn state_after(&self, id: &EventId) -> Option<Arc<State>> {
-        self.after.get(id).cloned()
-    }
-
-    fn state_before(&mut self, ev: &StateEvent) -> Result<Arc<State>, StateError> {
+    fn state_before(
+        &mut self,
+        ev: &StateEvent,
+        loader: &mut dyn StateLoader,
+    ) -> Result<Arc<State>, StateError> {
         if ev.prev.is_empty() {
             return Ok(Arc::new(State::new())); // the create event
         }
-        let mut maps: Vec<Arc<State>> = ev
-            .prev
-            .iter()
-            .filter_map(|p| self.after.get(p).cloned())
-            .collect();
+        let mut maps: Vec<Arc<State>> = Vec::with_capacity(ev.prev.len());
+        for p in &ev.prev {
+            maps.extend(self.after_of(p, loader)?);
+        }
         maps.dedup_by(|a, b| Arc::ptr_eq(a, b) || a == b);
         match maps.len() {
             0 => Err(StateError::NoPrevState(ev.id.clone())),

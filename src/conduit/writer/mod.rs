@@ -7,6 +7,8 @@
 //! `userid_password` would make Conduit treat the database as new). [`Writer::finish`] stores the
 //! counter and version 18 last.
 
+pub mod admin_room;
+pub mod media;
 pub mod rooms;
 pub mod users;
 
@@ -22,6 +24,8 @@ pub const IN_PROGRESS: u64 = u64::MAX;
 pub struct Writer<S: Store> {
     pub store: S,
     pub server_name: String,
+    /// See [`crate::conduit::write::WriteOptions::state_window`].
+    pub state_window: usize,
     counter: u64,
 }
 
@@ -67,6 +71,7 @@ impl<S: Store> Writer<S> {
         Ok(Writer {
             store,
             server_name: server_name.to_owned(),
+            state_window: rooms::STATE_WINDOW,
             counter,
         })
     }

@@ -9,13 +9,14 @@ use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId};
 
 use super::Writer;
 use crate::archive::room::{PduLine, RoomMeta};
+use crate::conduit::reader;
 use crate::conduit::schema::{
     encode_statediff, joined, pdu_id, read_u64be, state_entry, u64be, StateEntry, SEP,
 };
 use crate::conduit::store::Store;
 use crate::error::{Error, Result};
 use crate::matrix::pdu;
-use crate::matrix::state::{State, StateEvent, StateTracker};
+use crate::matrix::state::{State, StateError, StateEvent, StateLoader, StateTracker};
 
 /// A snapshot is written as a fresh base layer once its diff against the current base would
 /// hold more than this many entries; otherwise as a diff (chains stay two layers deep).
@@ -24,6 +25,11 @@ const MAX_DIFF: usize = 64;
 /// Events appended between two commits inside one room.
 const COMMIT_EVERY: u64 = 20_000;
 
+/// How many recent events' states the state tracker holds; older prev events (rare: long-lived
+/// forks, history gaps) have their state read back from the database, so memory stays flat
+/// however long the room is.
+pub const STATE_WINDOW: usize = 512;
+
 /// What writing one room did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RoomReport {
@@ -31,6 +37,8 @@ pub struct RoomReport {
     pub skipped_existing: u64,
     pub snapshots: u64,
     pub resolutions: u64,
+    /// States read back from the database (older than the in-memory window).
+    pub state_loads: u64,
 }
 
 /// What is kept of a state event.
@@ -78,8 +86,6 @@ struct RoomCtx {
     base: Option<(u64, HashSet<StateEntry>)>,
     /// Every state event seen, for `unsigned.prev_content`, membership and stripped state.
     state_events: HashMap<OwnedEventId, StateInfo>,
-    /// Count of every timeline event, for relations.
-    counts: HashMap<String, u64>,
     ever_joined: HashSet<String>,
     report: RoomReport,
 }
@@ -121,11 +127,10 @@ impl<S: Store> Writer<S> {
         let mut rc = RoomCtx {
             room_id: meta.room_id.clone(),
             sroom,
-            tracker: StateTracker::new(rules),
+            tracker: StateTracker::bounded(rules, self.state_window.max(1)),
             current: None,
             base: None,
             state_events: HashMap::new(),
-            counts: HashMap::new(),
             ever_joined: HashSet::new(),
             report: RoomReport::default(),
         };
@@ -162,6 +167,7 @@ impl<S: Store> Writer<S> {
         let Some(_) = last else { return Ok(rc.report) };
         self.finish_room(&mut rc, meta)?;
         rc.report.resolutions = rc.tracker.resolutions;
+        rc.report.state_loads = rc.tracker.loads;
         Ok(rc.report)
     }
 
@@ -251,7 +257,7 @@ impl<S: Store> Writer<S> {
             StateEvent::from_pdu(&event_id, &pdu_json).map_err(|e| Error::malformed("PDU", e))?;
         let before = rc
             .tracker
-            .push(ev.clone())
+            .push_with(ev.clone(), &mut StoredStates(&mut self.store))
             .map_err(|e| Error::malformed(format!("room {}", rc.room_id), e))?;
         let info = StateInfo::of(&pdu_json);
         let prev_state = ev.state_pair().and_then(|pair| before.get(&pair).cloned());
@@ -260,18 +266,15 @@ impl<S: Store> Writer<S> {
                 self.member_event(rc, &info.state_key, info.membership())?;
             }
         }
-        if let Some(pid) = self.store.get("eventid_pduid", event_id.as_bytes())? {
+        if self
+            .store
+            .get("eventid_pduid", event_id.as_bytes())?
+            .is_some()
+        {
             // Written by an earlier run: keep it, remember what later events need.
             rc.report.skipped_existing += 1;
-            if let (Some(info), Ok(id)) = (info, OwnedEventId::try_from(event_id.as_str())) {
-                rc.state_events.insert(id, info);
-            }
-            if let Some(c) = pid
-                .len()
-                .checked_sub(8)
-                .and_then(|at| read_u64be(&pid[at..]))
-            {
-                rc.counts.insert(event_id, c);
+            if let Some(info) = info {
+                rc.state_events.insert(ev.id().to_owned(), info);
             }
             return Ok(());
         }
@@ -324,17 +327,23 @@ impl<S: Store> Writer<S> {
                 }
             }
         }
-        if let Some(target) = content
-            .and_then(relation_target)
-            .and_then(|t| rc.counts.get(&t).copied())
-        {
-            let mut k = u64be(target).to_vec();
-            k.extend_from_slice(&u64be(count));
-            self.store.put("tofrom_relation", &k, b"")?;
+        if let Some(target) = content.and_then(relation_target) {
+            if let Some(target) = self.timeline_count(&target)? {
+                let mut k = u64be(target).to_vec();
+                k.extend_from_slice(&u64be(count));
+                self.store.put("tofrom_relation", &k, b"")?;
+            }
         }
-        rc.counts.insert(event_id, count);
         rc.report.events += 1;
         Ok(())
+    }
+
+    /// The count of a timeline PDU already written.
+    fn timeline_count(&mut self, event_id: &str) -> Result<Option<u64>> {
+        Ok(self
+            .store
+            .get("eventid_pduid", event_id.as_bytes())?
+            .and_then(|pid| read_u64be(&pid[pid.len().saturating_sub(8)..])))
     }
 
     fn member_event(&mut self, rc: &mut RoomCtx, target: &str, membership: &str) -> Result<()> {
@@ -363,7 +372,7 @@ impl<S: Store> Writer<S> {
             .collect();
         let current = rc
             .tracker
-            .current_state(&ext)
+            .current_state_with(&ext, &mut StoredStates(&mut self.store))
             .map_err(|e| Error::malformed(format!("room {}", meta.room_id), e))?;
         // Nothing new appended (a re-run): the stored current state already is this one.
         let stored = self.store.get("roomid_shortstatehash", room)?;
@@ -378,7 +387,7 @@ impl<S: Store> Writer<S> {
             self.store.delete("roomid_pduleaves", &k)?;
         }
         for e in &meta.forward_extremities {
-            if rc.counts.contains_key(e) {
+            if self.timeline_count(e)?.is_some() {
                 self.store.put(
                     "roomid_pduleaves",
                     &joined(&[room, e.as_bytes()]),
@@ -510,6 +519,37 @@ impl<S: Store> Writer<S> {
             .map(|i| serde_json::json!({"content": i.content, "sender": i.sender, "type": i.kind, "state_key": i.state_key}))
             .collect();
         Ok(serde_json::Value::Array(out).to_string())
+    }
+}
+
+/// Reads the state before an event back from the snapshots already written.
+struct StoredStates<'a, S: Store>(&'a mut S);
+
+impl<S: Store> StateLoader for StoredStates<'_, S> {
+    fn state_before(
+        &mut self,
+        id: &ruma::EventId,
+    ) -> std::result::Result<Option<State>, StateError> {
+        let load = |store: &mut S| -> Result<Option<State>> {
+            let Some(se) = store.get("eventid_shorteventid", id.as_bytes())? else {
+                return Ok(None);
+            };
+            let Some(sh) = store
+                .get("shorteventid_shortstatehash", &se)?
+                .as_deref()
+                .and_then(read_u64be)
+            else {
+                return Ok(None);
+            };
+            let mut state = State::new();
+            for ((kind, key), eid) in reader::state(store, sh)? {
+                let eid = OwnedEventId::try_from(eid)
+                    .map_err(|e| Error::Database(format!("stored state of {id}: {e}")))?;
+                state.insert((kind.into(), key), eid);
+            }
+            Ok(Some(state))
+        };
+        load(self.0).map_err(|e| StateError::Load(id.to_owned(), e.to_string()))
     }
 }
 
