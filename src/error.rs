@@ -56,6 +56,18 @@ pub enum Error {
     /// Anything in the archive that contradicts itself.
     #[error("archive {path}: {reason}")]
     Archive { path: PathBuf, reason: String },
+
+    /// The Conduit database could not be read or written.
+    #[error("Conduit database: {0}")]
+    Conduit(String),
+
+    /// A write into a Conduit database stopped part-way. The database stays marked as an
+    /// unfinished write, which Conduit refuses to start on, and the same command resumes it.
+    #[error(
+        "{0}\n  The database is marked as an unfinished write, so Conduit will not start on it. \
+         Fix the cause and run the same command again: it resumes where it stopped."
+    )]
+    Interrupted(Box<Error>),
 }
 
 impl Error {

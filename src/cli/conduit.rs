@@ -73,8 +73,8 @@ pub fn run(cmd: ConduitCmd, config: &Config) -> Result<i32> {
             };
             let s = write_archive(&archive, &a.database, &options)?;
             println!(
-                "wrote {} users, {} rooms, {} events ({} already there), {} state snapshots, {} state resolutions, {} media",
-                s.users, s.rooms, s.events, s.events_already_there, s.state_snapshots, s.state_resolutions, s.media
+                "wrote {} users ({} already there, kept as they are), {} rooms, {} events ({} already there), {} state snapshots, {} state resolutions, {} media",
+                s.users, s.users_kept, s.rooms, s.events, s.events_already_there, s.state_snapshots, s.state_resolutions, s.media
             );
             if let Some(room) = &s.admin_room {
                 println!("created the admin room {room} (#admins:{})", s.server_name);

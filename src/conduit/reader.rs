@@ -8,7 +8,7 @@ use crate::conduit::store::Store;
 use crate::error::{Error, Result};
 
 fn bad(what: impl Into<String>) -> Error {
-    Error::Database(what.into())
+    Error::Conduit(what.into())
 }
 
 /// The event ids of a room's timeline, in count order.

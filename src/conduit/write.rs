@@ -3,17 +3,16 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::archive::media::MediaMeta;
-use crate::archive::room::{PduReader, RoomMeta, EVENTS, OUTLIERS};
+use crate::archive::room::{PduReader, EVENTS, OUTLIERS};
 use crate::archive::user::UserRecord;
-use crate::archive::{fsutil, Archive, Manifest};
+use crate::archive::{fsutil, Archive};
+use crate::conduit::preflight::{preflight, Plan};
 use crate::conduit::schema::SEP;
 use crate::conduit::store::{
     refuse_if_open, rocksdb::RocksStore, sqlite::SqliteStore, Backend, Store,
 };
 use crate::conduit::writer::Writer;
 use crate::error::{Error, Result};
-use crate::matrix::keys::ServerKey;
 
 /// How to write.
 #[derive(Debug, Clone)]
@@ -42,6 +41,8 @@ impl WriteOptions {
 pub struct WriteSummary {
     pub server_name: String,
     pub users: u64,
+    /// Users already in a finished database, left as they are.
+    pub users_kept: u64,
     pub rooms: u64,
     pub events: u64,
     pub events_already_there: u64,
@@ -65,90 +66,99 @@ pub fn write_archive(
     options: &WriteOptions,
 ) -> Result<WriteSummary> {
     refuse_if_open(database)?;
-    let manifest: Manifest = fsutil::read_json(&archive.manifest_path())?;
+    let plan = preflight(archive)?;
     let media_dir = options
         .media_dir
         .clone()
         .unwrap_or_else(|| database.join("media"));
     match options.backend {
-        Backend::Sqlite => {
-            let mut w = Writer::begin(SqliteStore::open(database)?, &manifest.server_name)?;
-            w.state_window = options.state_window;
-            write_into(w, archive, &media_dir)
-        }
-        Backend::Rocksdb => {
-            let mut w = Writer::begin(RocksStore::open(database)?, &manifest.server_name)?;
-            w.state_window = options.state_window;
-            write_into(w, archive, &media_dir)
+        Backend::Sqlite => run(
+            SqliteStore::open(database)?,
+            archive,
+            &plan,
+            options,
+            &media_dir,
+        ),
+        Backend::Rocksdb => run(
+            RocksStore::open(database)?,
+            archive,
+            &plan,
+            options,
+            &media_dir,
+        ),
+    }
+}
+
+fn run<S: Store>(
+    mut store: S,
+    archive: &Archive,
+    plan: &Plan,
+    options: &WriteOptions,
+    media_dir: &Path,
+) -> Result<WriteSummary> {
+    // A different server key means a different server: refuse before marking anything.
+    if let Some(existing) = store.get("global", b"keypair")? {
+        let version = existing.split(|b| *b == SEP).next().unwrap_or_default();
+        if version != plan.key.version.as_bytes() {
+            return Err(Error::Config(format!(
+                "the database already has server key ed25519:{}, the archive {}",
+                String::from_utf8_lossy(version),
+                plan.key.key_id()
+            )));
         }
     }
+    let mut w = Writer::begin(store, &plan.server_name)?;
+    w.state_window = options.state_window;
+    write_into(w, archive, plan, media_dir).map_err(|e| Error::Interrupted(Box::new(e)))
 }
 
 fn write_into<S: Store>(
     mut w: Writer<S>,
     archive: &Archive,
+    plan: &Plan,
     media_dir: &Path,
 ) -> Result<WriteSummary> {
     let mut sum = WriteSummary {
         server_name: w.server_name.clone(),
         ..Default::default()
     };
-    let key_path = archive.keys_dir().join("signing.key");
-    let key = ServerKey::read_synapse(&key_path)?.remove(0);
-    if let Some(existing) = w.store.get("global", b"keypair")? {
-        let version = existing.split(|b| *b == SEP).next().unwrap_or_default();
-        if version != key.version.as_bytes() {
-            return Err(Error::Config(format!(
-                "the database already has server key ed25519:{}, the archive {}",
-                String::from_utf8_lossy(version),
-                key.key_id()
-            )));
-        }
-    }
-    w.put_keypair(&key)?;
+    w.put_keypair(&plan.key)?;
 
-    let users_dir = archive.root().join("users");
-    let mut user_files: Vec<_> = std::fs::read_dir(&users_dir)
-        .map_err(|e| Error::io("cannot list", &users_dir, e))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    user_files.sort();
     let mut admins = Vec::new();
-    let server_user = format!("@conduit:{}", w.server_name);
-    for path in user_files {
-        let user: UserRecord = fsutil::read_json(&path)?;
-        if user.user_id == server_user {
-            return Err(Error::Config(format!(
-                "the archive has a user {server_user}, a name Conduit reserves for its server user; \
-                 rename that user on Synapse before migrating"
-            )));
-        }
-        w.put_user(&user)?;
+    for path in &plan.user_files {
+        let user: UserRecord = fsutil::read_json(path)?;
         if user.admin && !user.deactivated {
             admins.push((user.user_id.clone(), user.displayname.clone()));
         }
+        if w.was_complete
+            && w.store
+                .get("userid_password", user.user_id.as_bytes())?
+                .is_some()
+        {
+            sum.users_kept += 1;
+            continue;
+        }
+        w.put_user(&user)?;
         sum.users += 1;
     }
     w.commit()?;
 
     // Before the archive's rooms, so `#admins:S` is the admin room's alias.
-    sum.admin_room = w.put_admin_room(&key, &admins)?;
+    sum.admin_room = w.put_admin_room(&plan.key, &admins)?;
     sum.admins = admins.into_iter().map(|(id, _)| id).collect();
     w.commit()?;
 
     let admins_alias = format!("#admins:{}", w.server_name);
-    for room_id in archive.room_ids()? {
-        let dir = archive.room_dir(&room_id);
-        let meta: RoomMeta = fsutil::read_json(&dir.join("room.json"))?;
+    for meta in &plan.rooms {
+        let dir = archive.room_dir(&meta.room_id);
         if meta.aliases.contains(&admins_alias) {
             sum.warnings.push(format!(
-                "{admins_alias} named room {room_id} on Synapse; Conduit reserves it for its admin room, so that room keeps its other aliases only"
+                "{admins_alias} named room {} on Synapse; Conduit reserves it for its admin room, so that room keeps its other aliases only",
+                meta.room_id
             ));
         }
         let outliers = PduReader::open(&dir.join(OUTLIERS))?.collect::<Result<Vec<_>>>()?;
-        let report = w.put_room(&meta, &outliers, PduReader::open(&dir.join(EVENTS))?)?;
+        let report = w.put_room(meta, &outliers, PduReader::open(&dir.join(EVENTS))?)?;
         sum.rooms += 1;
         sum.events += report.events;
         sum.events_already_there += report.skipped_existing;
@@ -158,19 +168,8 @@ fn write_into<S: Store>(
         w.commit()?;
     }
 
-    let meta_dir = archive.root().join("media/meta");
-    let mut media_files: Vec<PathBuf> = match std::fs::read_dir(&meta_dir) {
-        Ok(rd) => rd
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    media_files.sort();
-    for path in media_files {
-        let meta: MediaMeta = fsutil::read_json(&path)?;
-        w.put_media(&meta, &archive.media_blob_path(&meta.sha256), media_dir)?;
+    for meta in &plan.media {
+        w.put_media(meta, &archive.media_blob_path(&meta.sha256), media_dir)?;
         sum.media += 1;
         if sum.media % 1000 == 0 {
             w.commit()?;

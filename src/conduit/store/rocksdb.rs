@@ -39,7 +39,7 @@ impl RocksStore {
     /// Opens (creating if needed) the RocksDB directory with every tree's column family. Fails
     /// clearly when another process holds RocksDB's LOCK (a running Conduit).
     pub fn open(dir: &Path) -> Result<Self> {
-        let err = |e: rocksdb::Error| Error::Database(format!("{}: {e}", dir.display()));
+        let err = |e: rocksdb::Error| Error::Conduit(format!("{}: {e}", dir.display()));
         let mut names: Vec<String> = Db::list_cf(&Options::default(), dir).unwrap_or_default();
         for t in TREES {
             if !names.iter().any(|n| n == t) {
@@ -66,7 +66,7 @@ impl RocksStore {
     }
 
     fn err(&self, e: rocksdb::Error) -> Error {
-        Error::Database(format!("{}: {e}", self.path.display()))
+        Error::Conduit(format!("{}: {e}", self.path.display()))
     }
 }
 

@@ -19,7 +19,7 @@ impl SqliteStore {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
         let path = dir.join("conduit.db");
-        let err = |e: rusqlite::Error| Error::Database(format!("{}: {e}", path.display()));
+        let err = |e: rusqlite::Error| Error::Conduit(format!("{}: {e}", path.display()));
         let conn = Connection::open(&path).map_err(err)?;
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
             .map_err(err)?;
@@ -34,7 +34,7 @@ impl SqliteStore {
     }
 
     fn err(&self, e: rusqlite::Error) -> Error {
-        Error::Database(format!("{}: {e}", self.path.display()))
+        Error::Conduit(format!("{}: {e}", self.path.display()))
     }
 
     fn check_tree(tree: &str) -> Result<()> {

@@ -26,6 +26,9 @@ pub struct Writer<S: Store> {
     pub server_name: String,
     /// See [`crate::conduit::write::WriteOptions::state_window`].
     pub state_window: usize,
+    /// The database was a finished one (version 18) when this write began: Conduit may have
+    /// served it since, so what users changed there (passwords, devices) must be kept.
+    pub was_complete: bool,
     counter: u64,
 }
 
@@ -72,6 +75,7 @@ impl<S: Store> Writer<S> {
             store,
             server_name: server_name.to_owned(),
             state_window: rooms::STATE_WINDOW,
+            was_complete: existing && version == Some(DATABASE_VERSION),
             counter,
         })
     }

@@ -362,8 +362,18 @@ impl<S: Store> Writer<S> {
         Ok(())
     }
 
-    /// Current state, forward extremities, membership caches, counts, servers, aliases.
+    /// Current state, forward extremities, membership caches, counts, servers — only when this
+    /// run appended events, so a re-run over a database Conduit has since used keeps Conduit's
+    /// newer extremities and caches — then aliases and the directory.
     fn finish_room(&mut self, rc: &mut RoomCtx, meta: &RoomMeta) -> Result<()> {
+        let room = meta.room_id.as_bytes();
+        if rc.report.events > 0 || self.store.get("roomid_shortstatehash", room)?.is_none() {
+            self.put_room_state(rc, meta)?;
+        }
+        self.put_room_directory(meta)
+    }
+
+    fn put_room_state(&mut self, rc: &mut RoomCtx, meta: &RoomMeta) -> Result<()> {
         let room = meta.room_id.as_bytes();
         let ext: Vec<OwnedEventId> = meta
             .forward_extremities
@@ -374,12 +384,8 @@ impl<S: Store> Writer<S> {
             .tracker
             .current_state_with(&ext, &mut StoredStates(&mut self.store))
             .map_err(|e| Error::malformed(format!("room {}", meta.room_id), e))?;
-        // Nothing new appended (a re-run): the stored current state already is this one.
-        let stored = self.store.get("roomid_shortstatehash", room)?;
-        if rc.report.events > 0 || stored.is_none() {
-            let sh = self.snapshot(rc, &current)?;
-            self.store.put("roomid_shortstatehash", room, &u64be(sh))?;
-        }
+        let sh = self.snapshot(rc, &current)?;
+        self.store.put("roomid_shortstatehash", room, &u64be(sh))?;
         for (k, _) in self
             .store
             .scan_prefix("roomid_pduleaves", &joined(&[room, b""]))?
@@ -468,6 +474,12 @@ impl<S: Store> Writer<S> {
             self.store
                 .put("serverroomids", &joined(&[s.as_bytes(), room]), b"")?;
         }
+        Ok(())
+    }
+
+    /// Local aliases (never taking one that exists) and the public directory.
+    fn put_room_directory(&mut self, meta: &RoomMeta) -> Result<()> {
+        let room = meta.room_id.as_bytes();
         let suffix = format!(":{}", self.server_name);
         for alias in meta.aliases.iter().filter(|a| a.ends_with(&suffix)) {
             let local = &alias[1..alias.len() - suffix.len()];
@@ -544,7 +556,7 @@ impl<S: Store> StateLoader for StoredStates<'_, S> {
             let mut state = State::new();
             for ((kind, key), eid) in reader::state(store, sh)? {
                 let eid = OwnedEventId::try_from(eid)
-                    .map_err(|e| Error::Database(format!("stored state of {id}: {e}")))?;
+                    .map_err(|e| Error::Conduit(format!("stored state of {id}: {e}")))?;
                 state.insert((kind.into(), key), eid);
             }
             Ok(Some(state))
