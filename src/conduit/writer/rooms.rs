@@ -22,6 +22,9 @@ use crate::matrix::state::{State, StateError, StateEvent, StateLoader, StateTrac
 /// hold more than this many entries; otherwise as a diff (chains stay two layers deep).
 const MAX_DIFF: usize = 64;
 
+/// The largest PDU the Matrix spec allows (65,536 bytes of JSON).
+const MAX_PDU_BYTES: usize = 65_536;
+
 /// Events appended between two commits inside one room.
 const COMMIT_EVERY: u64 = 20_000;
 
@@ -285,7 +288,12 @@ impl<S: Store> Writer<S> {
                 .put("shorteventid_shortstatehash", &u64be(se), &u64be(sh))?;
         }
         let kind = pdu::str_field(&pdu_json, "type").unwrap_or("").to_owned();
+        // What we add to the signed PDU does not count against the size limit.
+        let mut added = event_id.len() + ",\"event_id\":\"\"".len();
         if let Some(prev) = prev_state.as_ref().and_then(|p| rc.state_events.get(p)) {
+            added += serde_json::to_vec(&prev.content).map_or(0, |v| v.len())
+                + prev.sender.len()
+                + ",\"unsigned\":{\"prev_content\":,\"prev_sender\":\"\"}".len();
             let unsigned = pdu_json
                 .entry("unsigned".into())
                 .or_insert_with(|| CanonicalJsonValue::Object(Default::default()));
@@ -300,10 +308,20 @@ impl<S: Store> Writer<S> {
         if let Some(info) = info {
             rc.state_events.insert(ev.id().to_owned(), info);
         }
+        let stored = stored_json(&event_id, &pdu_json);
+        // The spec's limit on a PDU; Conduit would serve it, but no server accepts it back.
+        if stored.len().saturating_sub(added) > MAX_PDU_BYTES {
+            return Err(Error::malformed(
+                format!("event {event_id} in room {}", rc.room_id),
+                format!(
+                    "{} bytes, over the {MAX_PDU_BYTES}-byte limit on events",
+                    stored.len() - added
+                ),
+            ));
+        }
         let count = self.next_count();
         let pid = pdu_id(rc.sroom, count);
-        self.store
-            .put("pduid_pdu", &pid, &stored_json(&event_id, &pdu_json))?;
+        self.store.put("pduid_pdu", &pid, &stored)?;
         self.store.put("eventid_pduid", event_id.as_bytes(), &pid)?;
         self.store
             .delete("eventid_outlierpdu", event_id.as_bytes())?;
