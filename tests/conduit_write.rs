@@ -102,6 +102,57 @@ fn written_database_reads_back_as_the_archive(backend: Backend) {
             .collect();
         assert_eq!(state, want_state, "current state of {room_id}");
     }
+    // Thread roots carry their replies' summary; redacted events say what redacted them.
+    let (mut threads, mut redactions) = (0, 0);
+    for room_id in archive.room_ids().unwrap() {
+        let mut replies: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut redacts: Vec<(String, String)> = Vec::new();
+        for line in PduReader::open(&archive.room_dir(&room_id).join(EVENTS)).unwrap() {
+            let l = line.unwrap();
+            let v = serde_json::to_value(&l.pdu).unwrap();
+            if v["content"]["m.relates_to"]["rel_type"] == "m.thread" {
+                let root = v["content"]["m.relates_to"]["event_id"].as_str().unwrap();
+                replies
+                    .entry(root.to_owned())
+                    .or_default()
+                    .push(l.event_id.clone());
+            }
+            if v["type"] == "m.room.redaction" {
+                let target = v["redacts"].as_str().or(v["content"]["redacts"].as_str());
+                redacts.push((target.unwrap().to_owned(), l.event_id.clone()));
+            }
+        }
+        let stored = |store: &mut Box<dyn Store>, id: &str| -> serde_json::Value {
+            let pid = store.get("eventid_pduid", id.as_bytes()).unwrap().unwrap();
+            serde_json::from_slice(&store.get("pduid_pdu", &pid).unwrap().unwrap()).unwrap()
+        };
+        for (root, ids) in &replies {
+            let r = stored(&mut store, root);
+            let t = &r["unsigned"]["m.relations"]["m.thread"];
+            assert_eq!(t["count"], ids.len(), "thread {root}");
+            assert_eq!(t["latest_event"]["event_id"], ids[ids.len() - 1].as_str());
+            let pid = store
+                .get("eventid_pduid", root.as_bytes())
+                .unwrap()
+                .unwrap();
+            assert!(store.get("threadid_userids", &pid).unwrap().is_some());
+            threads += 1;
+        }
+        for (target, by) in &redacts {
+            let t = stored(&mut store, target);
+            assert_eq!(
+                t["unsigned"]["redacted_because"]["event_id"],
+                by.as_str(),
+                "{target}"
+            );
+            assert!(t["content"].get("body").is_none());
+            redactions += 1;
+        }
+    }
+    assert!(
+        threads > 0 && redactions >= 2,
+        "{threads} threads, {redactions} redactions"
+    );
     // Logged-in devices keep their tokens.
     let s = common::scenario();
     for (device, token) in &s.users["alice"].devices {

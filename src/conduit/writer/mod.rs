@@ -8,6 +8,7 @@
 //! counter and version 18 last.
 
 pub mod admin_room;
+mod aggregations;
 pub mod media;
 pub mod rooms;
 pub mod users;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId};
 
-use super::Writer;
+use super::{aggregations, Writer};
 use crate::archive::room::{PduLine, RoomMeta};
 use crate::conduit::reader;
 use crate::conduit::schema::{
@@ -81,6 +81,7 @@ impl StateInfo {
 /// Per-room bookkeeping while its events are appended.
 struct RoomCtx {
     room_id: String,
+    rules: ruma::room_version_rules::RoomVersionRules,
     sroom: u64,
     tracker: StateTracker,
     /// The last snapshot written: its id and its full entries.
@@ -130,7 +131,8 @@ impl<S: Store> Writer<S> {
         let mut rc = RoomCtx {
             room_id: meta.room_id.clone(),
             sroom,
-            tracker: StateTracker::bounded(rules, self.state_window.max(1)),
+            tracker: StateTracker::bounded(rules.clone(), self.state_window.max(1)),
+            rules,
             current: None,
             base: None,
             state_events: HashMap::new(),
@@ -350,6 +352,20 @@ impl<S: Store> Writer<S> {
                 let mut k = u64be(target).to_vec();
                 k.extend_from_slice(&u64be(count));
                 self.store.put("tofrom_relation", &k, b"")?;
+            }
+        }
+        let root = content.and_then(aggregations::thread_root);
+        let redacts = (kind == "m.room.redaction")
+            .then(|| aggregations::redaction_target(&pdu_json))
+            .flatten();
+        if root.is_some() || redacts.is_some() {
+            let stored: serde_json::Value =
+                serde_json::from_slice(&stored).expect("we serialized it");
+            if let Some(root) = root {
+                self.add_to_thread(&root, &stored)?;
+            }
+            if let Some(target) = redacts {
+                self.mark_redacted(&target, &stored, &rc.rules.redaction)?;
             }
         }
         rc.report.events += 1;
