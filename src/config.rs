@@ -18,6 +18,18 @@ pub struct Config {
     pub synapse: SynapseConfig,
     #[serde(default)]
     pub archive: ArchiveConfig,
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+}
+
+/// The backfill proxy (`transition-matrix proxy`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Listen address (loopback or private only).
+    pub listen: Option<std::net::SocketAddr>,
+    /// Requests worked on at once.
+    pub concurrency: Option<usize>,
 }
 
 /// How to reach and read the source Synapse.

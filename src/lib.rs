@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod matrix;
 pub mod progress;
+pub mod proxy;
 pub mod synapse;
 
 pub use error::{Error, Result};

@@ -48,6 +48,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 cli::test::run(command, &config, cli.global.config.as_deref()).await
             }
             Command::Status(args) => cli::status::run(args, &config),
+            Command::Proxy(args) => cli::proxy::run(args, &config).await,
             Command::Conduit { command } => cli::conduit::run(command, &config),
         }
     })

@@ -123,6 +123,27 @@ impl PduReader {
     }
 }
 
+impl PduReader {
+    /// The same lines, read and parsed on a thread of its own a few batches ahead: decompressing
+    /// and parsing JSON then overlap with what the consumer does with each line.
+    pub fn prefetched(self) -> impl Iterator<Item = Result<PduLine>> {
+        const BATCH: usize = 256;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Result<PduLine>>>(8);
+        std::thread::spawn(move || {
+            let mut lines = self;
+            loop {
+                let batch: Vec<_> = lines.by_ref().take(BATCH).collect();
+                let done = batch.len() < BATCH || batch.last().is_some_and(|l| l.is_err());
+                // A consumer that stopped early has dropped the receiver: stop reading.
+                if batch.is_empty() || tx.send(batch).is_err() || done {
+                    return;
+                }
+            }
+        });
+        rx.into_iter().flatten()
+    }
+}
+
 impl Iterator for PduReader {
     type Item = Result<PduLine>;
     fn next(&mut self) -> Option<Self::Item> {

@@ -42,6 +42,10 @@ pub struct WriteArgs {
     /// Conduit's media directory (`[global.media] path`), if not `<database>/media`.
     #[arg(long)]
     pub media_path: Option<PathBuf>,
+    /// Transition mode: write only the most recent N events of each room (with all state and
+    /// auth chains); `transition-matrix proxy` serves older history when Conduit asks for it.
+    #[arg(long, value_name = "N")]
+    pub recent: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -69,6 +73,7 @@ pub fn run(cmd: ConduitCmd, config: &Config) -> Result<i32> {
             let archive = Archive::open(&path)?;
             let options = WriteOptions {
                 media_dir: a.media_path.clone(),
+                recent: a.recent,
                 ..WriteOptions::new(a.backend)
             };
             let s = write_archive(&archive, &a.database, &options)?;
@@ -76,6 +81,13 @@ pub fn run(cmd: ConduitCmd, config: &Config) -> Result<i32> {
                 "wrote {} users ({} already there, kept as they are), {} rooms, {} events ({} already there), {} state snapshots, {} state resolutions, {} media",
                 s.users, s.users_kept, s.rooms, s.events, s.events_already_there, s.state_snapshots, s.state_resolutions, s.media
             );
+            if s.left_to_backfill > 0 {
+                println!(
+                    "{} older events left to the backfill proxy: run `transition-matrix proxy` and give Conduit \
+                     patches/conduit-backfill-proxy.patch with backfill_proxy = \"http://127.0.0.1:8449\"",
+                    s.left_to_backfill
+                );
+            }
             if let Some(room) = &s.admin_room {
                 println!("created the admin room {room} (#admins:{})", s.server_name);
             }

@@ -1,6 +1,7 @@
 //! Command-line parsing and the glue from flags + config file to the library.
 
 pub mod conduit;
+pub mod proxy;
 pub mod status;
 pub mod synapse;
 pub mod test;
@@ -56,4 +57,9 @@ pub enum Command {
     /// What an archive holds and what is left to do.
     #[command(after_help = "Example:\n  transition-matrix status --archive ./archive")]
     Status(status::StatusArgs),
+    /// Serve Conduit the history it does not hold yet, from the archive and the live Synapse.
+    #[command(
+        after_help = "Example:\n  transition-matrix proxy --archive ./archive --synapse-url http://127.0.0.1:8008 --listen 127.0.0.1:8449\n\nConduit needs patches/conduit-backfill-proxy.patch and backfill_proxy = \"http://127.0.0.1:8449\" in its config."
+    )]
+    Proxy(proxy::ProxyArgs),
 }

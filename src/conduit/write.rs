@@ -24,6 +24,9 @@ pub struct WriteOptions {
     ///
     /// [`StateTracker`]: crate::matrix::state::StateTracker
     pub state_window: usize,
+    /// Transition mode: only the most recent N events of each room go into the timeline; the
+    /// backfill proxy serves older ones on demand. State, auth chains and ids are all written.
+    pub recent: Option<u64>,
 }
 
 impl WriteOptions {
@@ -32,6 +35,7 @@ impl WriteOptions {
             backend,
             media_dir: None,
             state_window: crate::conduit::writer::rooms::STATE_WINDOW,
+            recent: None,
         }
     }
 }
@@ -50,6 +54,8 @@ pub struct WriteSummary {
     pub state_resolutions: u64,
     /// States read back from the database because they had left the in-memory window.
     pub state_loads: u64,
+    /// Events left to the backfill proxy (`recent`).
+    pub left_to_backfill: u64,
     pub media: u64,
     /// The admin room, when this write created it.
     pub admin_room: Option<String>,
@@ -109,6 +115,7 @@ fn run<S: Store>(
     }
     let mut w = Writer::begin(store, &plan.server_name)?;
     w.state_window = options.state_window;
+    w.recent = options.recent;
     write_into(w, archive, plan, media_dir).map_err(|e| Error::Interrupted(Box::new(e)))
 }
 
@@ -158,13 +165,18 @@ fn write_into<S: Store>(
             ));
         }
         let outliers = PduReader::open(&dir.join(OUTLIERS))?.collect::<Result<Vec<_>>>()?;
-        let report = w.put_room(meta, &outliers, PduReader::open(&dir.join(EVENTS))?)?;
+        let report = w.put_room(
+            meta,
+            &outliers,
+            PduReader::open(&dir.join(EVENTS))?.prefetched(),
+        )?;
         sum.rooms += 1;
         sum.events += report.events;
         sum.events_already_there += report.skipped_existing;
         sum.state_snapshots += report.snapshots;
         sum.state_resolutions += report.resolutions;
         sum.state_loads += report.state_loads;
+        sum.left_to_backfill += report.left_to_backfill;
         w.commit()?;
     }
 

@@ -42,8 +42,14 @@ impl StateEvent {
                 .map(|e| e.try_into().map_err(|_| bad(key)))
                 .collect()
         };
+        // State resolution reads the content of state events only; a message's content would
+        // be serialized once more for nothing.
+        let state_key = pdu::str_field(pdu, "state_key").map(str::to_owned);
         let content = match pdu.get("content") {
-            Some(c) => serde_json::value::to_raw_value(c).map_err(|_| bad("content"))?,
+            Some(c) if state_key.is_some() => {
+                serde_json::value::to_raw_value(c).map_err(|_| bad("content"))?
+            }
+            Some(_) => empty_content(),
             None => return Err(bad("no content")),
         };
         Ok(StateEvent {
@@ -64,7 +70,7 @@ impl StateEvent {
                 .ok_or_else(|| bad("type"))?
                 .into(),
             content,
-            state_key: pdu::str_field(pdu, "state_key").map(str::to_owned),
+            state_key,
             prev: ids("prev_events")?,
             auth: ids("auth_events")?,
             redacts: pdu::str_field(pdu, "redacts").and_then(|r| r.try_into().ok()),
@@ -118,6 +124,10 @@ impl Event for StateEvent {
     fn rejected(&self) -> bool {
         false
     }
+}
+
+fn empty_content() -> Box<RawValue> {
+    RawValue::from_string("{}".into()).expect("valid JSON")
 }
 
 /// A room state: (type, state_key) → event id.
@@ -291,7 +301,7 @@ impl StateTracker {
                 .ok_or_else(|| StateError::NoPrevState(last.clone()))?,
             ts: MilliSecondsSinceUnixEpoch(UInt::default()),
             kind: TimelineEventType::RoomMessage,
-            content: RawValue::from_string("{}".into()).expect("valid JSON"),
+            content: empty_content(),
             state_key: None,
             prev: extremities.to_vec(),
             auth: Vec::new(),

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::synapse::admin::{array, enc};
-use crate::synapse::http::Http;
+use crate::synapse::http::{Body, Http};
 
 /// `/backfill` returns at most this many events per request.
 pub const BACKFILL_LIMIT: usize = 100;
@@ -40,12 +40,13 @@ impl Federation {
         })
     }
 
-    /// The X-Matrix header for one request (GET, no body).
-    fn sign(&self, method: &Method, path: &str) -> Result<HeaderValue> {
+    /// The X-Matrix header for one request.
+    fn sign(&self, method: &Method, path: &str, body: Option<&Value>) -> Result<HeaderValue> {
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
         let req = http::Request::builder()
             .method(method.as_str())
             .uri(path)
-            .body(Vec::<u8>::new())
+            .body(bytes)
             .map_err(|e| Error::Config(format!("cannot build request for {path}: {e}")))?;
         let input =
             XMatrixSigningInput::new(self.server.clone(), self.server.clone(), &self.keypair);
@@ -58,8 +59,19 @@ impl Federation {
 
     /// A signed GET returning JSON.
     pub async fn get(&self, path: &str) -> Result<Value> {
-        let auth = self.sign(&Method::GET, path)?;
-        self.http.json(Method::GET, path, Some(&auth), None).await
+        self.request(Method::GET, path, None).await
+    }
+
+    /// A signed request (path with its query, percent-encoded) returning JSON.
+    pub async fn request(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
+        let auth = self.sign(&method, path, body)?;
+        self.http.json(method, path, Some(&auth), body).await
+    }
+
+    /// A signed request returning the raw answer (with its headers).
+    pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Body> {
+        let auth = self.sign(&method, path, body)?;
+        self.http.send(method, path, Some(&auth), body).await
     }
 
     /// `/backfill` from the given events (which are included), newest first.

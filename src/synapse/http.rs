@@ -27,6 +27,7 @@ pub struct Http {
 pub struct Body {
     pub bytes: bytes::Bytes,
     pub content_type: Option<String>,
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Http {
@@ -102,6 +103,7 @@ impl Http {
                 }
             };
             let status = resp.status();
+            let headers = resp.headers().clone();
             let content_type = resp
                 .headers()
                 .get(reqwest::header::CONTENT_TYPE)
@@ -119,6 +121,7 @@ impl Http {
                 return Ok(Body {
                     bytes,
                     content_type,
+                    headers,
                 });
             }
             let (errcode, message, retry_ms) = parse_matrix_error(&bytes);

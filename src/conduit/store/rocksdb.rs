@@ -21,8 +21,8 @@ type Db = DBWithThreadMode<MultiThreaded>;
 pub struct RocksStore {
     path: PathBuf,
     db: Db,
-    /// (tree, key) → new value, or `None` for a deletion.
-    overlay: BTreeMap<(&'static str, Vec<u8>), Option<Vec<u8>>>,
+    /// Per tree (indexed like [`TREES`]): key → new value, or `None` for a deletion.
+    overlay: Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
 }
 
 fn options() -> Options {
@@ -32,7 +32,21 @@ fn options() -> Options {
     // Conduit reads LZ4 and Zstd (and more); Conduit itself uses these two.
     o.set_compression_type(rocksdb::DBCompressionType::Lz4);
     o.set_bottommost_compression_type(rocksdb::DBCompressionType::Zstd);
+    // One memory budget for the memtables of all 86 column families (each would otherwise
+    // take up to 64 MiB), so the writer's memory stays flat however much it writes.
+    o.set_db_write_buffer_size(128 << 20);
     o
+}
+
+/// A tree's index in [`TREES`].
+fn tree_index(tree: &str) -> Result<usize> {
+    static INDEX: std::sync::OnceLock<std::collections::HashMap<&'static str, usize>> =
+        std::sync::OnceLock::new();
+    INDEX
+        .get_or_init(|| TREES.iter().enumerate().map(|(i, t)| (*t, i)).collect())
+        .get(tree)
+        .copied()
+        .ok_or_else(|| Error::Config(format!("unknown Conduit tree {tree}")))
 }
 
 impl RocksStore {
@@ -53,16 +67,8 @@ impl RocksStore {
         Ok(RocksStore {
             path: dir.to_owned(),
             db,
-            overlay: BTreeMap::new(),
+            overlay: TREES.iter().map(|_| BTreeMap::new()).collect(),
         })
-    }
-
-    fn tree(tree: &str) -> Result<&'static str> {
-        TREES
-            .iter()
-            .copied()
-            .find(|t| *t == tree)
-            .ok_or_else(|| Error::Config(format!("unknown Conduit tree {tree}")))
     }
 
     fn err(&self, e: rocksdb::Error) -> Error {
@@ -72,36 +78,36 @@ impl RocksStore {
 
 impl Store for RocksStore {
     fn get(&mut self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let t = Self::tree(tree)?;
-        if let Some(v) = self.overlay.get(&(t, key.to_vec())) {
+        let i = tree_index(tree)?;
+        if let Some(v) = self.overlay[i].get(key) {
             return Ok(v.clone());
         }
         let cf = self
             .db
-            .cf_handle(t)
+            .cf_handle(TREES[i])
             .expect("every tree's column family is opened");
         self.db.get_cf(&cf, key).map_err(|e| self.err(e))
     }
 
     fn put(&mut self, tree: &str, key: &[u8], value: &[u8]) -> Result<()> {
-        let t = Self::tree(tree)?;
-        self.overlay.insert((t, key.to_vec()), Some(value.to_vec()));
+        let i = tree_index(tree)?;
+        self.overlay[i].insert(key.to_vec(), Some(value.to_vec()));
         Ok(())
     }
 
     fn delete(&mut self, tree: &str, key: &[u8]) -> Result<()> {
-        let t = Self::tree(tree)?;
-        self.overlay.insert((t, key.to_vec()), None);
+        let i = tree_index(tree)?;
+        self.overlay[i].insert(key.to_vec(), None);
         Ok(())
     }
 
     fn scan_prefix(&mut self, tree: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let t = Self::tree(tree)?;
+        let i = tree_index(tree)?;
         let mut out: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         {
             let cf = self
                 .db
-                .cf_handle(t)
+                .cf_handle(TREES[i])
                 .expect("every tree's column family is opened");
             let iter = self
                 .db
@@ -114,10 +120,9 @@ impl Store for RocksStore {
                 out.insert(k.to_vec(), v.to_vec());
             }
         }
-        for ((_, k), v) in self
-            .overlay
-            .range((t, prefix.to_vec())..)
-            .take_while(|((tt, k), _)| *tt == t && k.starts_with(prefix))
+        for (k, v) in self.overlay[i]
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
         {
             match v {
                 Some(v) => out.insert(k.clone(), v.clone()),
@@ -129,14 +134,19 @@ impl Store for RocksStore {
 
     fn commit(&mut self) -> Result<()> {
         let mut batch = WriteBatch::default();
-        for ((t, k), v) in std::mem::take(&mut self.overlay) {
+        for (i, tree) in self.overlay.iter_mut().enumerate() {
+            if tree.is_empty() {
+                continue;
+            }
             let cf = self
                 .db
-                .cf_handle(t)
+                .cf_handle(TREES[i])
                 .expect("every tree's column family is opened");
-            match v {
-                Some(v) => batch.put_cf(&cf, k, v),
-                None => batch.delete_cf(&cf, k),
+            for (k, v) in std::mem::take(tree) {
+                match v {
+                    Some(v) => batch.put_cf(&cf, k, v),
+                    None => batch.delete_cf(&cf, k),
+                }
             }
         }
         self.db.write(batch).map_err(|e| self.err(e))?;

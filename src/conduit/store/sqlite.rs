@@ -21,8 +21,14 @@ impl SqliteStore {
         let path = dir.join("conduit.db");
         let err = |e: rusqlite::Error| Error::Conduit(format!("{}: {e}", path.display()));
         let conn = Connection::open(&path).map_err(err)?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
-            .map_err(err)?;
+        // A 256 MiB page cache: event ids are hashes, so most inserts land on a random page of a
+        // large B-tree. Connection settings only; Conduit sets its own when it opens the file.
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-262144;",
+        )
+        .map_err(err)?;
+        // Three statements per tree; the default cache of 16 would re-prepare them constantly.
+        conn.set_prepared_statement_cache_capacity(4 * TREES.len());
         for tree in TREES {
             conn.execute_batch(&format!(
                 "CREATE TABLE IF NOT EXISTS {tree} ( \"key\" BLOB PRIMARY KEY, \"value\" BLOB NOT NULL )"

@@ -30,6 +30,8 @@ pub struct Writer<S: Store> {
     /// The database was a finished one (version 18) when this write began: Conduit may have
     /// served it since, so what users changed there (passwords, devices) must be kept.
     pub was_complete: bool,
+    /// Write only the most recent N timeline events of each room (transition mode).
+    pub recent: Option<u64>,
     counter: u64,
 }
 
@@ -77,6 +79,7 @@ impl<S: Store> Writer<S> {
             server_name: server_name.to_owned(),
             state_window: rooms::STATE_WINDOW,
             was_complete: existing && version == Some(DATABASE_VERSION),
+            recent: None,
             counter,
         })
     }

@@ -42,6 +42,8 @@ pub struct RoomReport {
     pub resolutions: u64,
     /// States read back from the database (older than the in-memory window).
     pub state_loads: u64,
+    /// Older events left to the backfill proxy (`--recent`): only their state and ids are kept.
+    pub left_to_backfill: u64,
 }
 
 /// What is kept of a state event.
@@ -92,6 +94,15 @@ struct RoomCtx {
     state_events: HashMap<OwnedEventId, StateInfo>,
     ever_joined: HashSet<String>,
     report: RoomReport,
+    /// Timeline events seen so far, and how many leading ones are left to backfill.
+    position: u64,
+    /// The room was not in the database before this write: none of its timeline events can be
+    /// there already, so the writer skips looking (three lookups per event).
+    fresh: bool,
+    /// This room's outliers: the only events of a fresh room that can have a short id or an
+    /// outlier entry before they are appended.
+    outlier_ids: HashSet<String>,
+    history_until: u64,
 }
 
 impl<S: Store> Writer<S> {
@@ -114,18 +125,18 @@ impl<S: Store> Writer<S> {
                 meta.room_id, meta.version
             )));
         }
-        let sroom = match self
+        let (sroom, fresh) = match self
             .store
             .get("roomid_shortroomid", meta.room_id.as_bytes())?
             .as_deref()
             .and_then(read_u64be)
         {
-            Some(s) => s,
+            Some(s) => (s, false),
             None => {
                 let s = self.next_count();
                 self.store
                     .put("roomid_shortroomid", meta.room_id.as_bytes(), &u64be(s))?;
-                s
+                (s, true)
             }
         };
         let mut rc = RoomCtx {
@@ -138,6 +149,10 @@ impl<S: Store> Writer<S> {
             state_events: HashMap::new(),
             ever_joined: HashSet::new(),
             report: RoomReport::default(),
+            position: 0,
+            fresh,
+            outlier_ids: outliers.iter().map(|o| o.event_id.clone()).collect(),
+            history_until: self.recent.map_or(0, |n| meta.events.saturating_sub(n)),
         };
         for o in outliers {
             self.short_event_id(&o.event_id)?;
@@ -185,6 +200,11 @@ impl<S: Store> Writer<S> {
         {
             return Ok(s);
         }
+        self.new_short_event_id(event_id)
+    }
+
+    /// A short id for an event that has none yet.
+    fn new_short_event_id(&mut self, event_id: &str) -> Result<u64> {
         let s = self.next_count();
         self.store
             .put("eventid_shorteventid", event_id.as_bytes(), &u64be(s))?;
@@ -265,17 +285,33 @@ impl<S: Store> Writer<S> {
             .push_with(ev.clone(), &mut StoredStates(&mut self.store))
             .map_err(|e| Error::malformed(format!("room {}", rc.room_id), e))?;
         let info = StateInfo::of(&pdu_json);
-        let prev_state = ev.state_pair().and_then(|pair| before.get(&pair).cloned());
         if let Some(info) = &info {
             if info.kind == "m.room.member" {
                 self.member_event(rc, &info.state_key, info.membership())?;
             }
         }
-        if self
-            .store
-            .get("eventid_pduid", event_id.as_bytes())?
-            .is_some()
+        rc.position += 1;
+        if rc.position <= rc.history_until {
+            return self.history_event(rc, &event_id, &before, info, pdu_json);
+        }
+        let prev_state = ev.state_pair().and_then(|pair| before.get(&pair).cloned());
+        let known_before = !rc.fresh || rc.outlier_ids.contains(&event_id);
+        if known_before
+            && self
+                .store
+                .get("eventid_pduid", event_id.as_bytes())?
+                .is_some()
         {
+            if rc.report.events > 0 {
+                // Events were just appended *before* this one, which Conduit already holds: the
+                // database was written with `--recent`, and older history can only arrive as
+                // backfill, or counts would put it after newer events.
+                return Err(Error::Config(format!(
+                    "room {}: the database holds only recent events of this room (written with --recent); \
+                     older ones reach Conduit through the backfill proxy. Use the same or a smaller --recent",
+                    rc.room_id
+                )));
+            }
             // Written by an earlier run: keep it, remember what later events need.
             rc.report.skipped_existing += 1;
             if let Some(info) = info {
@@ -283,7 +319,11 @@ impl<S: Store> Writer<S> {
             }
             return Ok(());
         }
-        let se = self.short_event_id(&event_id)?;
+        let se = if known_before {
+            self.short_event_id(&event_id)?
+        } else {
+            self.new_short_event_id(&event_id)?
+        };
         if !(before.is_empty() && info.as_ref().is_some_and(|i| i.kind == "m.room.create")) {
             let sh = self.snapshot(rc, &before)?;
             self.store
@@ -310,7 +350,12 @@ impl<S: Store> Writer<S> {
         if let Some(info) = info {
             rc.state_events.insert(ev.id().to_owned(), info);
         }
-        let stored = stored_json(&event_id, &pdu_json);
+        // The stored form: the PDU as signed plus `event_id` (added in place: no copy).
+        pdu_json.insert(
+            "event_id".into(),
+            CanonicalJsonValue::String(event_id.clone()),
+        );
+        let stored = serde_json::to_vec(&pdu_json).expect("canonical JSON serializes");
         // The spec's limit on a PDU; Conduit would serve it, but no server accepts it back.
         if stored.len().saturating_sub(added) > MAX_PDU_BYTES {
             return Err(Error::malformed(
@@ -325,8 +370,10 @@ impl<S: Store> Writer<S> {
         let pid = pdu_id(rc.sroom, count);
         self.store.put("pduid_pdu", &pid, &stored)?;
         self.store.put("eventid_pduid", event_id.as_bytes(), &pid)?;
-        self.store
-            .delete("eventid_outlierpdu", event_id.as_bytes())?;
+        if known_before {
+            self.store
+                .delete("eventid_outlierpdu", event_id.as_bytes())?;
+        }
         for p in pdu::event_refs(&pdu_json, "prev_events") {
             let mut k = rc.room_id.as_bytes().to_vec();
             k.extend_from_slice(p.as_bytes());
@@ -369,6 +416,50 @@ impl<S: Store> Writer<S> {
             }
         }
         rc.report.events += 1;
+        Ok(())
+    }
+
+    /// An event older than the `--recent` window: Conduit will fetch it from the backfill proxy
+    /// when someone scrolls back. What later events need stays: a state event as an outlier
+    /// (snapshots refer to it), and the state before every event (the state tracker reads it
+    /// back for events that left its window).
+    fn history_event(
+        &mut self,
+        rc: &mut RoomCtx,
+        event_id: &str,
+        before: &Arc<State>,
+        info: Option<StateInfo>,
+        mut pdu_json: CanonicalJsonObject,
+    ) -> Result<()> {
+        rc.report.left_to_backfill += 1;
+        let se = self.short_event_id(event_id)?;
+        if self
+            .store
+            .get("shorteventid_shortstatehash", &u64be(se))?
+            .is_none()
+            && !before.is_empty()
+        {
+            let sh = self.snapshot(rc, before)?;
+            self.store
+                .put("shorteventid_shortstatehash", &u64be(se), &u64be(sh))?;
+        }
+        if let Some(info) = info {
+            if self
+                .store
+                .get("eventid_pduid", event_id.as_bytes())?
+                .is_none()
+            {
+                pdu_json.insert(
+                    "event_id".into(),
+                    CanonicalJsonValue::String(event_id.to_owned()),
+                );
+                let stored = serde_json::to_vec(&pdu_json).expect("canonical JSON serializes");
+                self.store
+                    .put("eventid_outlierpdu", event_id.as_bytes(), &stored)?;
+            }
+            rc.state_events
+                .insert(OwnedEventId::try_from(event_id).expect("checked"), info);
+        }
         Ok(())
     }
 
