@@ -8,6 +8,9 @@ use tracing_subscriber::EnvFilter;
 use cli::{Cli, Command};
 use transition_matrix::config::Config;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     let level = match cli.global.verbose {

@@ -11,6 +11,7 @@ use crate::conduit::schema::SEP;
 use crate::conduit::store::{
     refuse_if_open, rocksdb::RocksStore, sqlite::SqliteStore, Backend, Store,
 };
+use crate::conduit::writer::rooms::COMMIT_EVERY;
 use crate::conduit::writer::Writer;
 use crate::error::{Error, Result};
 
@@ -156,6 +157,7 @@ fn write_into<S: Store>(
     w.commit()?;
 
     let admins_alias = format!("#admins:{}", w.server_name);
+    let mut since_commit = 0;
     for meta in &plan.rooms {
         let dir = archive.room_dir(&meta.room_id);
         if meta.aliases.contains(&admins_alias) {
@@ -177,8 +179,16 @@ fn write_into<S: Store>(
         sum.state_resolutions += report.resolutions;
         sum.state_loads += report.state_loads;
         sum.left_to_backfill += report.left_to_backfill;
-        w.commit()?;
+        // Small rooms share a commit (each commit costs a WAL sync and, in SQLite, a walk over
+        // its page cache); a crash loses only rooms the counter does not cover yet, which the
+        // next run writes again.
+        since_commit += report.events + 1;
+        if since_commit >= COMMIT_EVERY {
+            w.commit()?;
+            since_commit = 0;
+        }
     }
+    w.commit()?;
 
     for meta in &plan.media {
         w.put_media(meta, &archive.media_blob_path(&meta.sha256), media_dir)?;

@@ -25,8 +25,8 @@ const MAX_DIFF: usize = 64;
 /// The largest PDU the Matrix spec allows (65,536 bytes of JSON).
 const MAX_PDU_BYTES: usize = 65_536;
 
-/// Events appended between two commits inside one room.
-const COMMIT_EVERY: u64 = 20_000;
+/// Events appended between two commits (inside a huge room, and across small ones).
+pub const COMMIT_EVERY: u64 = 20_000;
 
 /// How many recent events' states the state tracker holds; older prev events (rare: long-lived
 /// forks, history gaps) have their state read back from the database, so memory stays flat
