@@ -8,6 +8,7 @@ pub mod conduit;
 pub mod config;
 pub mod error;
 pub mod matrix;
+pub mod mattermost;
 pub mod progress;
 pub mod proxy;
 pub mod synapse;
