@@ -350,12 +350,8 @@ impl<S: Store> Writer<S> {
         if let Some(info) = info {
             rc.state_events.insert(ev.id().to_owned(), info);
         }
-        // The stored form: the PDU as signed plus `event_id` (added in place: no copy).
-        pdu_json.insert(
-            "event_id".into(),
-            CanonicalJsonValue::String(event_id.clone()),
-        );
-        let stored = serde_json::to_vec(&pdu_json).expect("canonical JSON serializes");
+        // The stored form, made in place: no copy of the PDU.
+        let stored = into_stored(&event_id, &mut pdu_json);
         // The spec's limit on a PDU; Conduit would serve it, but no server accepts it back.
         if stored.len().saturating_sub(added) > MAX_PDU_BYTES {
             return Err(Error::malformed(
@@ -449,11 +445,7 @@ impl<S: Store> Writer<S> {
                 .get("eventid_pduid", event_id.as_bytes())?
                 .is_none()
             {
-                pdu_json.insert(
-                    "event_id".into(),
-                    CanonicalJsonValue::String(event_id.to_owned()),
-                );
-                let stored = serde_json::to_vec(&pdu_json).expect("canonical JSON serializes");
+                let stored = into_stored(event_id, &mut pdu_json);
                 self.store
                     .put("eventid_outlierpdu", event_id.as_bytes(), &stored)?;
             }
@@ -692,12 +684,16 @@ impl<S: Store> StateLoader for StoredStates<'_, S> {
 
 /// The stored form: the PDU as signed plus `event_id`.
 fn stored_json(event_id: &str, pdu_json: &CanonicalJsonObject) -> Vec<u8> {
-    let mut o = pdu_json.clone();
-    o.insert(
+    into_stored(event_id, &mut pdu_json.clone())
+}
+
+/// [`stored_json`] for a PDU the caller owns: `event_id` is added to it in place.
+fn into_stored(event_id: &str, pdu_json: &mut CanonicalJsonObject) -> Vec<u8> {
+    pdu_json.insert(
         "event_id".into(),
         CanonicalJsonValue::String(event_id.to_owned()),
     );
-    serde_json::to_vec(&o).expect("canonical JSON serializes")
+    serde_json::to_vec(pdu_json).expect("canonical JSON serializes")
 }
 
 /// Conduit's search tokenizer: split on non-alphanumerics, drop empty and >50-byte pieces,
