@@ -53,6 +53,10 @@ pub enum Error {
     #[error("Synapse database: {0}")]
     Database(String),
 
+    /// The Mattermost source could not be read.
+    #[error("Mattermost: {0}")]
+    Mattermost(String),
+
     /// Anything in the archive that contradicts itself.
     #[error("archive {path}: {reason}")]
     Archive { path: PathBuf, reason: String },

@@ -7,6 +7,7 @@ pub mod archive;
 pub mod conduit;
 pub mod config;
 pub mod error;
+pub mod import;
 pub mod matrix;
 pub mod mattermost;
 pub mod progress;

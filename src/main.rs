@@ -53,6 +53,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Command::Status(args) => cli::status::run(args, &config),
             Command::Proxy(args) => cli::proxy::run(args, &config).await,
             Command::Conduit { command } => cli::conduit::run(command, &config),
+            Command::Mattermost { command } => cli::mattermost::run(command).await,
         }
     })
 }

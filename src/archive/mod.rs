@@ -2,6 +2,7 @@
 //! sinks. See `docs/ARCHIVE.md` for the layout; this module is the only code that knows it.
 
 pub mod checkpoint;
+pub mod finalize;
 pub mod fsutil;
 pub mod manifest;
 pub mod media;

@@ -1,6 +1,7 @@
 //! Command-line parsing and the glue from flags + config file to the library.
 
 pub mod conduit;
+pub mod mattermost;
 pub mod proxy;
 pub mod status;
 pub mod synapse;
@@ -48,6 +49,11 @@ pub enum Command {
     Conduit {
         #[command(subcommand)]
         command: crate::cli::conduit::ConduitCmd,
+    },
+    /// Import a Mattermost workspace.
+    Mattermost {
+        #[command(subcommand)]
+        command: crate::cli::mattermost::MattermostCmd,
     },
     /// Step-by-step connection diagnostics.
     Test {

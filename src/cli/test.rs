@@ -20,6 +20,11 @@ pub enum TestCmd {
         after_help = "Example:\n  transition-matrix test proxy --archive ./archive --synapse-url http://127.0.0.1:8008 --proxy-url http://127.0.0.1:8449"
     )]
     Proxy(TestProxyArgs),
+    /// Check each step of reading a Mattermost workspace: config.json, database, counts, files.
+    #[command(
+        after_help = "Example:\n  transition-matrix test mattermost --mattermost-config /opt/mattermost/config/config.json"
+    )]
+    Mattermost(crate::cli::mattermost::SourceArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -44,6 +49,10 @@ pub async fn run(
                 None => "no config file; settings from flags and environment".to_owned(),
             };
             let ok = diagnose::run(&settings, &origin, |step| println!("{step}")).await;
+            Ok(if ok { 0 } else { 1 })
+        }
+        TestCmd::Mattermost(args) => {
+            let ok = crate::cli::mattermost::diagnose(&args).await;
             Ok(if ok { 0 } else { 1 })
         }
         TestCmd::Proxy(args) => {

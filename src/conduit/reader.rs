@@ -13,6 +13,19 @@ fn bad(what: impl Into<String>) -> Error {
 
 /// The event ids of a room's timeline, in count order.
 pub fn timeline<S: Store>(store: &mut S, room_id: &str) -> Result<Vec<String>> {
+    timeline_pdus(store, room_id)?
+        .iter()
+        .map(|json| {
+            json["event_id"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| bad(format!("a PDU of {room_id} has no event_id")))
+        })
+        .collect()
+}
+
+/// The PDUs of a room's timeline as stored, in count order.
+pub fn timeline_pdus<S: Store>(store: &mut S, room_id: &str) -> Result<Vec<serde_json::Value>> {
     let sroom = store
         .get("roomid_shortroomid", room_id.as_bytes())?
         .as_deref()
@@ -20,14 +33,7 @@ pub fn timeline<S: Store>(store: &mut S, room_id: &str) -> Result<Vec<String>> {
         .ok_or_else(|| bad(format!("room {room_id} has no short id")))?;
     let mut out = Vec::new();
     for (_, v) in store.scan_prefix("pduid_pdu", &u64be(sroom))? {
-        let json: serde_json::Value =
-            serde_json::from_slice(&v).map_err(|e| bad(format!("a PDU of {room_id}: {e}")))?;
-        out.push(
-            json["event_id"]
-                .as_str()
-                .ok_or_else(|| bad(format!("a PDU of {room_id} has no event_id")))?
-                .to_owned(),
-        );
+        out.push(serde_json::from_slice(&v).map_err(|e| bad(format!("a PDU of {room_id}: {e}")))?);
     }
     Ok(out)
 }

@@ -61,6 +61,39 @@ impl<'k> RoomBuilder<'k> {
         content: Value,
         origin_server_ts: i64,
     ) -> Result<PduLine, PduError> {
+        self.build(sender, kind, state_key, content, origin_server_ts, None)
+    }
+
+    /// Appends an `m.room.redaction` of `target`: `redacts` goes in the content from room
+    /// version 11 on and at the top level before it (we put it in both places for v1–10, as
+    /// Synapse does, so clients of either kind find it).
+    pub fn redact(
+        &mut self,
+        sender: &str,
+        target: &str,
+        origin_server_ts: i64,
+    ) -> Result<PduLine, PduError> {
+        let content = json!({ "redacts": target });
+        let top = (!self.rules.redaction.content_field_redacts).then_some(target);
+        self.build(
+            sender,
+            "m.room.redaction",
+            None,
+            content,
+            origin_server_ts,
+            top,
+        )
+    }
+
+    fn build(
+        &mut self,
+        sender: &str,
+        kind: &str,
+        state_key: Option<&str>,
+        content: Value,
+        origin_server_ts: i64,
+        redacts: Option<&str>,
+    ) -> Result<PduLine, PduError> {
         let auth = self.auth_events(sender, kind, state_key, &content);
         self.depth += 1;
         let mut ev = json!({
@@ -75,6 +108,9 @@ impl<'k> RoomBuilder<'k> {
         });
         if let Some(k) = state_key {
             ev["state_key"] = json!(k);
+        }
+        if let Some(target) = redacts {
+            ev["redacts"] = json!(target);
         }
         let mut obj: CanonicalJsonObject = pdu::from_value(ev)?;
         ruma::signatures::hash_and_sign_event(

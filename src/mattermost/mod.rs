@@ -1,3 +1,10 @@
-//! Mattermost as a source (issue 5): so far, where its database and files are (`config.json`).
+//! Mattermost as a source (issue 5): where its database and files are (`config.json`), reading
+//! them ([`db`]), and mapping what was read ([`rows`]) into the import model ([`map`], with
+//! Markdown, mentions and emoji converted by [`convert`]).
 
 pub mod config;
+pub mod convert;
+pub mod db;
+pub mod export;
+pub mod map;
+pub mod rows;

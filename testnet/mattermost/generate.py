@@ -885,6 +885,11 @@ def summarize(w):
                 "all_post_rows": len(ps),
             },
             "post_ids": [p["id"] for p in lv],
+            "posts": [{"id": p["id"], "type": p["type"], "user": uname.get(p["userid"]), "root": p["rootid"],
+                       "create_at": p["createat"], "message": p["message"], "file_ids": json.loads(p["fileids"]),
+                       "reactions": sorted([uname.get(r["userid"]), r["emojiname"]]
+                                           for r in reactions_by_p[p["id"]] if not r["deleteat"])}
+                      for p in lv],
             "pinned_ids": [p["id"] for p in lv if p["ispinned"]],
             "anomalies": {k: v for k, v in anomalies.items() if v},
         })

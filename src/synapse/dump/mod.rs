@@ -11,7 +11,7 @@ mod users;
 
 use std::collections::BTreeMap;
 
-use crate::archive::{fsutil, manifest, Archive, Checkpoint, ItemKind, Manifest, FORMAT_VERSION};
+use crate::archive::{manifest, Archive, Checkpoint, ItemKind, Manifest};
 use crate::error::Result;
 use crate::progress::Progress;
 use crate::synapse::Source;
@@ -164,77 +164,11 @@ async fn for_each_item<'a, T, Fut>(
     }
 }
 
-/// Writes `manifest.json` and `report.json` from the checkpoint (only when they change, so a
-/// run that dumped nothing new leaves the archive byte-for-byte as it was).
+/// Writes `manifest.json` and `report.json` from the checkpoint.
 pub fn finalize(source: &Source, archive: &Archive, checkpoint: &Checkpoint) -> Result<Manifest> {
-    let mut counts = manifest::Counts::default();
-    let mut files = BTreeMap::new();
-    let mut secret_files = Vec::new();
-    let mut report = Vec::new();
-    for kind in [
-        ItemKind::Keys,
-        ItemKind::User,
-        ItemKind::Room,
-        ItemKind::Media,
-    ] {
-        for e in checkpoint.entries(kind) {
-            match kind {
-                ItemKind::User => {
-                    counts.users += 1;
-                    counts.key_backup_sessions +=
-                        e.counts.get("key_backup_sessions").copied().unwrap_or(0);
-                }
-                ItemKind::Room => {
-                    counts.rooms += 1;
-                    counts.events += e.counts.get("events").copied().unwrap_or(0);
-                }
-                ItemKind::Media => {
-                    counts.media += 1;
-                    counts.media_bytes += e.counts.get("bytes").copied().unwrap_or(0);
-                }
-                ItemKind::Keys => {}
-            }
-            if matches!(kind, ItemKind::User | ItemKind::Keys) {
-                secret_files.extend(e.files.keys().cloned());
-            }
-            files.extend(e.files.clone());
-            for err in &e.errors {
-                report.push(serde_json::json!({"kind": kind, "id": e.id, "error": err}));
-            }
-        }
-    }
-    secret_files.sort();
-    secret_files.dedup();
-    let manifest = Manifest {
-        format_version: FORMAT_VERSION,
-        server_name: source.server_name.clone(),
-        source: manifest::Source {
-            kind: "synapse".into(),
-            version: source.version.clone(),
-        },
-        counts,
-        secret_files,
-        files,
-        errors: report.len() as u64,
+    let kind = manifest::Source {
+        kind: "synapse".into(),
+        version: source.version.clone(),
     };
-    write_if_changed(&archive.manifest_path(), &manifest)?;
-    write_if_changed(
-        &archive.report_path(),
-        &serde_json::json!({ "errors": report }),
-    )?;
-    Ok(manifest)
-}
-
-fn write_if_changed<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq>(
-    path: &std::path::Path,
-    value: &T,
-) -> Result<()> {
-    if path.is_file() {
-        if let Ok(old) = fsutil::read_json::<T>(path) {
-            if old == *value {
-                return Ok(());
-            }
-        }
-    }
-    fsutil::write_json(path, value, false)
+    crate::archive::finalize::finalize(archive, checkpoint, &source.server_name, kind)
 }

@@ -1,0 +1,329 @@
+//! `mattermost …` commands.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+
+use transition_matrix::archive::Archive;
+use transition_matrix::conduit::store::Backend;
+use transition_matrix::conduit::write::{write_archive, WriteOptions};
+use transition_matrix::import::forge::{forge, new_server_key, ForgeOptions};
+use transition_matrix::matrix::keys::ServerKey;
+use transition_matrix::mattermost::config::{DataSource, MattermostConfig};
+use transition_matrix::mattermost::db::MattermostDb;
+use transition_matrix::mattermost::export;
+use transition_matrix::mattermost::map::{workspace, Deleted, MapOptions};
+use transition_matrix::mattermost::rows::Snapshot;
+use transition_matrix::progress::Progress;
+
+#[derive(Debug, Subcommand)]
+pub enum MattermostCmd {
+    /// Import a Mattermost workspace: read its database, forge signed Matrix rooms into an
+    /// archive, and (with --conduit-db) write them into a Conduit database. Safe to re-run.
+    #[command(after_help = "Examples:\n  \
+        transition-matrix mattermost import --mattermost-config /opt/mattermost/config/config.json \\\n      \
+        --server-name example.org --archive ./mm-archive --conduit-db /var/lib/matrix-conduit\n  \
+        transition-matrix mattermost import --driver postgres \\\n      \
+        --data-source 'postgres://mmuser:secret@127.0.0.1:5432/mattermost?sslmode=disable' \\\n      \
+        --files /opt/mattermost/data --server-name example.org --archive ./mm-archive")]
+    Import(ImportArgs),
+}
+
+/// Where the Mattermost database is.
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    /// Mattermost's config.json (database and file store are read from it; MM_* environment
+    /// variables override it as they do for the server).
+    #[arg(long, value_name = "PATH")]
+    pub mattermost_config: Option<PathBuf>,
+    /// The database, in either of Mattermost's DataSource forms (overrides config.json).
+    #[arg(
+        long,
+        value_name = "DSN",
+        env = "TM_MM_DATA_SOURCE",
+        hide_env_values = true
+    )]
+    pub data_source: Option<String>,
+    /// The database driver of --data-source.
+    #[arg(long, value_enum, default_value = "postgres")]
+    pub driver: DriverArg,
+    /// The file store (`FileSettings.Directory`; overrides config.json).
+    #[arg(long, value_name = "DIR")]
+    pub files: Option<PathBuf>,
+    /// Read an `mmctl export` zip instead of the database (only live content: no edit
+    /// history, deleted posts or membership history; its files come from the zip).
+    #[arg(long, value_name = "ZIP", conflicts_with_all = ["mattermost_config", "data_source"])]
+    pub export: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DriverArg {
+    Postgres,
+    Mysql,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DeletedArg {
+    /// Leave deleted posts out.
+    Omit,
+    /// Import them and redact them at their deletion time.
+    Redact,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// The Matrix server name the rooms and users belong to.
+    #[arg(long)]
+    pub server_name: String,
+    /// Where the forged archive goes (also the import's state: a re-run resumes from it).
+    #[arg(long)]
+    pub archive: PathBuf,
+    /// The server's signing key (Synapse's format, e.g. the one a Synapse migration moved).
+    /// Default: the archive's key, or a new one.
+    #[arg(long, value_name = "PATH")]
+    pub signing_key: Option<PathBuf>,
+    /// Write the result into this Conduit database (Conduit stopped).
+    #[arg(long, value_name = "PATH")]
+    pub conduit_db: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "sqlite")]
+    pub backend: Backend,
+    /// What to do with deleted posts.
+    #[arg(long, value_enum, default_value = "omit")]
+    pub deleted: DeletedArg,
+    /// Room version of the new rooms.
+    #[arg(long, default_value = "10")]
+    pub room_version: String,
+}
+
+/// The database and file store, from config.json and the flags.
+pub fn resolve_source(a: &SourceArgs) -> Result<(DataSource, Option<PathBuf>)> {
+    let config = match &a.mattermost_config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read Mattermost's config {}", p.display()))?;
+            let env: Vec<(String, String)> = std::env::vars()
+                .filter(|(k, _)| k.starts_with("MM_"))
+                .collect();
+            Some(MattermostConfig::parse(&text, &env)?)
+        }
+        None => None,
+    };
+    let ds = match (&a.data_source, &config) {
+        (Some(dsn), _) => {
+            let driver = match a.driver {
+                DriverArg::Postgres => "postgres",
+                DriverArg::Mysql => "mysql",
+            };
+            DataSource::parse(driver, dsn)?
+        }
+        (None, Some(c)) => c.data_source.clone(),
+        (None, None) => bail!("pass --mattermost-config or --data-source"),
+    };
+    let files = a.files.clone().or_else(|| {
+        let c = config.as_ref()?;
+        let dir = PathBuf::from(&c.file_directory);
+        // A relative Directory is relative to the server's working directory, which is the
+        // parent of its config/ directory.
+        if dir.is_absolute() {
+            return Some(dir);
+        }
+        let base = a.mattermost_config.as_ref()?.parent()?.parent()?;
+        Some(base.join(dir))
+    });
+    Ok((ds, files))
+}
+
+pub async fn run(cmd: MattermostCmd) -> Result<i32> {
+    match cmd {
+        MattermostCmd::Import(a) => import(a).await,
+    }
+}
+
+fn server_key(a: &ImportArgs, archive: &Archive) -> Result<ServerKey> {
+    let in_archive = archive.keys_dir().join("signing.key");
+    if let Some(p) = &a.signing_key {
+        return Ok(ServerKey::read_synapse(p)?.remove(0));
+    }
+    if in_archive.is_file() {
+        return Ok(ServerKey::read_synapse(&in_archive)?.remove(0));
+    }
+    Ok(new_server_key(&archive.keys_dir())?)
+}
+
+/// Reads the workspace: from the export zip, or from the database.
+async fn read_source(a: &ImportArgs) -> Result<(Snapshot, Option<PathBuf>)> {
+    if let Some(zip) = &a.source.export {
+        let files = a.archive.join("mattermost-files");
+        eprintln!("reading the bulk export {} …", zip.display());
+        return Ok((export::read(zip, &files)?, Some(files)));
+    }
+    let (ds, files) = resolve_source(&a.source)?;
+    if let Some(f) = &files {
+        if !f.is_dir() {
+            bail!(
+                "the file store {} is not a directory (pass --files)",
+                f.display()
+            );
+        }
+    }
+    eprintln!(
+        "reading Mattermost ({:?} {}@{}:{}/{}) …",
+        ds.driver, ds.user, ds.host, ds.port, ds.database
+    );
+    let db = MattermostDb::connect(&ds).await?;
+    Ok((db.snapshot().await?, files))
+}
+
+async fn import(a: ImportArgs) -> Result<i32> {
+    let (snap, files) = read_source(&a).await?;
+    eprintln!(
+        "read {} users, {} teams, {} channels, {} post rows, {} reactions, {} files",
+        snap.users.len(),
+        snap.teams.len(),
+        snap.channels.len(),
+        snap.posts.len(),
+        snap.reactions.len(),
+        snap.files.len()
+    );
+    let options = MapOptions {
+        server_name: a.server_name.clone(),
+        files,
+        deleted: match a.deleted {
+            DeletedArg::Omit => Deleted::Omit,
+            DeletedArg::Redact => Deleted::Redact,
+        },
+    };
+    let ws = workspace(&snap, &options);
+    drop(snap);
+
+    let archive = Archive::create(&a.archive)?;
+    let key = server_key(&a, &archive)?;
+    let forge_options = ForgeOptions {
+        server_name: a.server_name.clone(),
+        room_version: a.room_version.clone(),
+    };
+    let s = forge(&ws, &key, &archive, &forge_options, &Progress::new())?;
+    println!(
+        "forged {} rooms ({} already in the archive), {} events, {} users, {} media; {} joins added where the history lacked them; {} items left out (import-report.json)",
+        s.rooms, s.rooms_already_done, s.events, s.users, s.media, s.joins_added, s.skipped
+    );
+    if let Some(db_path) = &a.conduit_db {
+        write_into_conduit(&a.archive, db_path, a.backend)?;
+    } else {
+        println!(
+            "next: transition-matrix conduit write --archive {} --database <conduit database_path>",
+            a.archive.display()
+        );
+    }
+    Ok(0)
+}
+
+fn write_into_conduit(archive: &Path, database: &Path, backend: Backend) -> Result<()> {
+    let archive = Archive::open(archive)?;
+    let s = write_archive(&archive, database, &WriteOptions::new(backend))?;
+    println!(
+        "wrote {} users ({} already there), {} rooms, {} events ({} already there), {} media into {}",
+        s.users, s.users_kept, s.rooms, s.events, s.events_already_there, s.media, database.display()
+    );
+    println!(
+        "Passwords: Mattermost's bcrypt hashes were copied; Conduit checks them with \
+         patches/conduit-bcrypt-login.patch. Without it, set one per user in the admin room \
+         (`@conduit:{}: reset-password <user>`).",
+        s.server_name
+    );
+    Ok(())
+}
+
+/// `test mattermost`: each step of reaching the workspace, one ✓/✗ line each.
+pub async fn diagnose(a: &SourceArgs) -> bool {
+    if let Some(zip) = &a.export {
+        let dir = std::env::temp_dir().join(format!("tm-export-check-{}", std::process::id()));
+        let r = export::read(zip, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        return match r {
+            Ok(s) => {
+                println!(
+                    "✓ bulk export {} read: {} users, {} teams, {} channels, {} posts",
+                    zip.display(),
+                    s.users.len(),
+                    s.teams.len(),
+                    s.channels.len(),
+                    s.posts.len()
+                );
+                true
+            }
+            Err(e) => {
+                println!("✗ bulk export: {e}");
+                false
+            }
+        };
+    }
+    if let Some(p) = &a.mattermost_config {
+        match std::fs::read_to_string(p)
+            .map_err(anyhow::Error::from)
+            .and_then(|t| Ok(MattermostConfig::parse(&t, &[])?))
+        {
+            Ok(c) => println!(
+                "✓ config.json {} parsed: {:?} database at {}:{}, files in {}",
+                p.display(),
+                c.data_source.driver,
+                c.data_source.host,
+                c.data_source.port,
+                c.file_directory
+            ),
+            Err(e) => {
+                println!("✗ config.json {}: {e:#}", p.display());
+                return false;
+            }
+        }
+    }
+    let (ds, files) = match resolve_source(a) {
+        Ok(x) => x,
+        Err(e) => {
+            println!("✗ {e:#}");
+            return false;
+        }
+    };
+    let db = match MattermostDb::connect(&ds).await {
+        Ok(db) => {
+            println!(
+                "✓ connected to {:?} {}@{}:{}/{} (read-only)",
+                ds.driver, ds.user, ds.host, ds.port, ds.database
+            );
+            db
+        }
+        Err(e) => {
+            println!("✗ {e}");
+            return false;
+        }
+    };
+    let mut ok = true;
+    match db.counts().await {
+        Ok(counts) => {
+            let line: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            println!("✓ {}", line.join(", "));
+        }
+        Err(e) => {
+            println!("✗ counting: {e}");
+            ok = false;
+        }
+    }
+    match files {
+        Some(f) => match std::fs::read_dir(&f) {
+            Ok(entries) => println!(
+                "✓ file store {} readable ({} entries at the top)",
+                f.display(),
+                entries.count()
+            ),
+            Err(e) => {
+                println!("✗ file store {}: {e}", f.display());
+                ok = false;
+            }
+        },
+        None => println!("· no file store given (--files): files and avatars will be left out"),
+    }
+    ok
+}

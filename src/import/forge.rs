@@ -1,0 +1,790 @@
+//! The import model → an archive of signed PDUs, the same format `synapse dump` writes, so the
+//! one event writer (`conduit write`) takes both, with its preflight, resume and `verify`.
+//!
+//! Each room is a linear DAG in original time order. Events are signed with the target server's
+//! key; ed25519 signatures are deterministic and room ids come from the source's ids, so the same
+//! workspace forges the same event ids every time, and writing it again adds nothing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use ruma::signatures::Ed25519KeyPair;
+use serde_json::{json, Map, Value};
+
+use crate::archive::media::MediaMeta;
+use crate::archive::room::{self, PduLine, RoomMeta};
+use crate::archive::user::{AccountData, UserRecord, UserSecrets};
+use crate::archive::{fsutil, manifest, Archive, Checkpoint, Entry, ItemKind};
+use crate::error::{Error, Result};
+use crate::import::model::{Item, ItemKind as Kind, Room, RoomKind, User, Workspace};
+use crate::matrix::forge::RoomBuilder;
+use crate::matrix::keys::ServerKey;
+use crate::progress::Progress;
+
+/// A PDU must stay under 65,536 bytes as JSON; this leaves room for the envelope (ids, hashes,
+/// signatures, auth and prev events).
+const MAX_CONTENT: usize = 60_000;
+
+/// How to forge.
+#[derive(Debug, Clone)]
+pub struct ForgeOptions {
+    pub server_name: String,
+    /// Room version of every new room (Conduit v0.10.12's default is 10).
+    pub room_version: String,
+}
+
+/// What a forge did.
+#[derive(Debug, Default, Clone)]
+pub struct ForgeSummary {
+    pub users: u64,
+    pub rooms: u64,
+    pub rooms_already_done: u64,
+    pub events: u64,
+    pub media: u64,
+    /// Joins (and invites) the history lacked but a message of the user needed.
+    pub joins_added: u64,
+    pub skipped: u64,
+}
+
+/// Forges `ws` into the archive at `archive`, signing with `key`. Rooms the checkpoint records
+/// are not forged again; `manifest.json` is written last.
+pub fn forge(
+    ws: &Workspace,
+    key: &ServerKey,
+    archive: &Archive,
+    options: &ForgeOptions,
+    progress: &Progress,
+) -> Result<ForgeSummary> {
+    let checkpoint = Checkpoint::open(&archive.checkpoint_path())?;
+    let mut sum = ForgeSummary::default();
+    let users: HashMap<&str, &User> = ws.users.iter().map(|u| (u.key.as_str(), u)).collect();
+    let mxc = |media: &Option<String>| {
+        media
+            .as_ref()
+            .map(|m| format!("mxc://{}/{m}", options.server_name))
+    };
+
+    // The key, in Synapse's file format (so `conduit write` and the proxy read it as usual).
+    let key_path = archive.keys_dir().join("signing.key");
+    let key_line = key.synapse_line();
+    fsutil::write_atomic(&key_path, key_line.as_bytes(), true)?;
+    checkpoint.record(Entry {
+        kind: ItemKind::Keys,
+        id: "signing.key".into(),
+        files: BTreeMap::from([(
+            archive.relative(&key_path),
+            fsutil::sha256_hex(key_line.as_bytes()),
+        )]),
+        counts: BTreeMap::new(),
+        errors: Vec::new(),
+    })?;
+
+    for m in &ws.media {
+        if !checkpoint.is_done(ItemKind::Media, &m.media_id) {
+            put_media(archive, &checkpoint, m, &users, &options.server_name)?;
+        }
+        sum.media += 1;
+    }
+
+    let keypair = key.keypair();
+    let children = children_of(&ws.rooms);
+    let bar = progress.bar("rooms", ws.rooms.len() as u64);
+    // Joined rooms and m.direct of every user, gathered from the rooms.
+    let mut joined: HashMap<String, Vec<String>> = HashMap::new();
+    let mut direct: HashMap<String, BTreeMap<String, Vec<String>>> = HashMap::new();
+    for room in &ws.rooms {
+        let ctx = RoomCtx {
+            users: &users,
+            server_name: &options.server_name,
+            mxc: &mxc,
+            children: children.get(room.key.as_str()).cloned().unwrap_or_default(),
+            parent: room
+                .parent
+                .as_ref()
+                .and_then(|p| ws.rooms.iter().find(|r| &r.key == p))
+                .map(|r| r.room_id.clone()),
+        };
+        let members =
+            if checkpoint.is_done(ItemKind::Room, &room.room_id) {
+                sum.rooms_already_done += 1;
+                room.members_now.clone()
+            } else {
+                let done = forge_room(archive, &keypair, room, &ctx, &options.room_version)
+                    .map_err(|e| Error::Archive {
+                        path: archive.room_dir(&room.room_id),
+                        reason: format!("forging {} ({}): {e}", room.room_id, room.key),
+                    })?;
+                sum.events += done.events;
+                sum.joins_added += done.joins_added;
+                sum.skipped += done.entry.errors.len() as u64;
+                checkpoint.record(done.entry)?;
+                sum.rooms += 1;
+                room.members_now.clone()
+            };
+        for m in &members {
+            joined
+                .entry(m.clone())
+                .or_default()
+                .push(room.room_id.clone());
+        }
+        if matches!(room.kind, RoomKind::Direct | RoomKind::Group) {
+            for m in &members {
+                let others: Vec<&String> = members.iter().filter(|o| *o != m).collect();
+                let targets = if others.is_empty() { vec![m] } else { others };
+                for o in targets {
+                    let Some(other) = users.get(o.as_str()) else {
+                        continue;
+                    };
+                    direct
+                        .entry(m.clone())
+                        .or_default()
+                        .entry(other.user_id.clone())
+                        .or_default()
+                        .push(room.room_id.clone());
+                }
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish();
+
+    for u in &ws.users {
+        let mut account_data = AccountData::default();
+        if let Some(d) = direct.remove(&u.key) {
+            account_data.global.insert(
+                "m.direct".into(),
+                serde_json::to_value(d).unwrap_or_default(),
+            );
+        }
+        let record = UserRecord {
+            user_id: u.user_id.clone(),
+            admin: u.admin,
+            deactivated: u.deactivated,
+            user_type: u.bot.then(|| "bot".to_owned()),
+            creation_ts: Some(u.created_ts),
+            displayname: u.displayname.clone(),
+            avatar_url: mxc(&u.avatar),
+            account_data,
+            joined_rooms: joined.remove(&u.key).unwrap_or_default(),
+            secrets: UserSecrets {
+                // A hash no password matches: Conduit reads an empty one as "deactivated".
+                password_hash: Some(
+                    u.password_hash
+                        .clone()
+                        .unwrap_or_else(|| NO_PASSWORD.to_owned()),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let path = archive.user_path(&u.user_id);
+        let bytes = serde_json::to_vec_pretty(&record).map_err(|e| Error::malformed("user", e))?;
+        fsutil::write_atomic(&path, &bytes, true)?;
+        checkpoint.record(Entry {
+            kind: ItemKind::User,
+            id: u.user_id.clone(),
+            files: BTreeMap::from([(archive.relative(&path), fsutil::sha256_hex(&bytes))]),
+            counts: BTreeMap::new(),
+            errors: Vec::new(),
+        })?;
+        sum.users += 1;
+    }
+
+    let report = archive.root().join("import-report.json");
+    fsutil::write_json(&report, &json!({ "skipped": ws.skipped }), false)?;
+    sum.skipped += ws.skipped.len() as u64;
+    let source = manifest::Source {
+        kind: ws.source.clone(),
+        version: ws.source_version.clone(),
+    };
+    crate::archive::finalize::finalize(archive, &checkpoint, &options.server_name, source)?;
+    Ok(sum)
+}
+
+/// The password hash of users who had none at the source (single sign-on accounts): no
+/// password matches it, and it is not empty (Conduit's mark of a deactivated account).
+pub const NO_PASSWORD: &str = "!no-password-imported";
+
+fn children_of(rooms: &[Room]) -> HashMap<&str, Vec<String>> {
+    let mut map: HashMap<&str, Vec<String>> = HashMap::new();
+    for r in rooms {
+        // Private rooms stay out of the space's list: their names would show to everyone.
+        if let (Some(p), RoomKind::Public) = (&r.parent, r.kind) {
+            map.entry(p.as_str()).or_default().push(r.room_id.clone());
+        }
+    }
+    map
+}
+
+fn put_media(
+    archive: &Archive,
+    checkpoint: &Checkpoint,
+    m: &crate::import::model::Media,
+    users: &HashMap<&str, &User>,
+    server_name: &str,
+) -> Result<()> {
+    let bytes = std::fs::read(&m.path).map_err(|e| Error::io("cannot read", &m.path, e))?;
+    let sha256 = fsutil::sha256_hex(&bytes);
+    let blob = archive.media_blob_path(&sha256);
+    if !blob.is_file() {
+        fsutil::write_atomic(&blob, &bytes, false)?;
+    }
+    let meta = MediaMeta {
+        server_name: server_name.to_owned(),
+        media_id: m.media_id.clone(),
+        content_type: m.content_type.clone(),
+        upload_name: m.name.clone(),
+        uploader: m
+            .uploader
+            .as_ref()
+            .and_then(|u| users.get(u.as_str()))
+            .map(|u| u.user_id.clone()),
+        created_ts: Some(m.created_ts),
+        length: bytes.len() as u64,
+        sha256: sha256.clone(),
+        quarantined_by: None,
+    };
+    let meta_path = archive.media_meta_path(&m.media_id);
+    let meta_bytes = serde_json::to_vec_pretty(&meta).map_err(|e| Error::malformed("media", e))?;
+    fsutil::write_atomic(&meta_path, &meta_bytes, false)?;
+    checkpoint.record(Entry {
+        kind: ItemKind::Media,
+        id: m.media_id.clone(),
+        files: BTreeMap::from([
+            (
+                archive.relative(&meta_path),
+                fsutil::sha256_hex(&meta_bytes),
+            ),
+            (archive.relative(&blob), sha256),
+        ]),
+        counts: BTreeMap::from([("bytes".into(), meta.length)]),
+        errors: Vec::new(),
+    })
+}
+
+struct RoomCtx<'a> {
+    users: &'a HashMap<&'a str, &'a User>,
+    server_name: &'a str,
+    mxc: &'a dyn Fn(&Option<String>) -> Option<String>,
+    children: Vec<String>,
+    parent: Option<String>,
+}
+
+struct Forged {
+    entry: Entry,
+    events: u64,
+    joins_added: u64,
+}
+
+/// Forges one room into `rooms/<room>/` and returns its checkpoint entry.
+fn forge_room(
+    archive: &Archive,
+    keypair: &Ed25519KeyPair,
+    room: &Room,
+    ctx: &RoomCtx,
+    version: &str,
+) -> Result<Forged> {
+    let mut f = RoomForge::new(keypair, room, ctx, version)?;
+    f.header()?;
+    let mut order: Vec<&Item> = room.timeline.iter().collect();
+    order.sort_by_key(|i| i.ts);
+    for item in order {
+        f.item(item)?;
+    }
+    f.close()?;
+
+    let dir = archive.room_dir(&room.room_id);
+    fsutil::create_dir_all(&dir)?;
+    let events_path = dir.join(room::EVENTS);
+    let outliers_path = dir.join(room::OUTLIERS);
+    room::write_pdus(&events_path, &f.lines)?;
+    room::write_pdus(&outliers_path, std::iter::empty::<&PduLine>())?;
+    let meta = RoomMeta {
+        room_id: room.room_id.clone(),
+        version: version.to_owned(),
+        creator: Some(f.creator.clone()),
+        name: room.name.clone(),
+        canonical_alias: f.alias.clone(),
+        aliases: f.alias.iter().cloned().collect(),
+        published: room.kind == RoomKind::Public,
+        room_type: (room.kind == RoomKind::Space).then(|| "m.space".to_owned()),
+        joined_local_members: f.joined.len() as u64,
+        current_state: f.b.current_state(),
+        current_state_source: "computed".into(),
+        forward_extremities: f.b.last_event().map(str::to_owned).into_iter().collect(),
+        events: f.lines.len() as u64,
+        outliers: 0,
+        history_source: "import".into(),
+        order_source: "import".into(),
+        ..Default::default()
+    };
+    let meta_path = dir.join(room::META);
+    fsutil::write_json(&meta_path, &meta, false)?;
+    // Source id → event id, for later steps and for people looking for a message.
+    let map_path = archive
+        .root()
+        .join("mapping")
+        .join(format!("{}.json", urlencoding::encode(&room.key)));
+    let map: BTreeMap<&String, &String> = f.ids.iter().collect();
+    fsutil::write_json(&map_path, &map, false)?;
+
+    let mut files = BTreeMap::new();
+    for p in [&events_path, &outliers_path, &meta_path, &map_path] {
+        files.insert(archive.relative(p), fsutil::sha256_file(p)?);
+    }
+    Ok(Forged {
+        events: f.lines.len() as u64,
+        joins_added: f.joins_added,
+        entry: Entry {
+            kind: ItemKind::Room,
+            id: room.room_id.clone(),
+            files,
+            counts: BTreeMap::from([("events".into(), f.lines.len() as u64)]),
+            errors: f.skipped,
+        },
+    })
+}
+
+/// One room being forged: the builder plus what the items refer to.
+struct RoomForge<'a> {
+    b: RoomBuilder<'a>,
+    room: &'a Room,
+    ctx: &'a RoomCtx<'a>,
+    lines: Vec<PduLine>,
+    creator: String,
+    alias: Option<String>,
+    joined: HashSet<String>,
+    /// Source key → event id.
+    ids: HashMap<String, String>,
+    /// Thread root event id → the thread's latest event id.
+    thread_last: HashMap<String, String>,
+    /// (sender, target, key) of reactions already sent.
+    reactions: HashSet<(String, String, String)>,
+    redacted: HashSet<String>,
+    last_ts: i64,
+    joins_added: u64,
+    skipped: Vec<String>,
+    version: String,
+}
+
+impl<'a> RoomForge<'a> {
+    fn new(
+        keypair: &'a Ed25519KeyPair,
+        room: &'a Room,
+        ctx: &'a RoomCtx<'a>,
+        version: &str,
+    ) -> Result<Self> {
+        let b = RoomBuilder::new(keypair, ctx.server_name, version, &room.room_id)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let creator = ctx
+            .users
+            .get(room.creator.as_str())
+            .map(|u| u.user_id.clone())
+            .ok_or_else(|| Error::Config(format!("creator {} is not a user", room.creator)))?;
+        Ok(RoomForge {
+            b,
+            room,
+            ctx,
+            lines: Vec::new(),
+            creator,
+            alias: room
+                .alias
+                .as_ref()
+                .map(|a| format!("#{a}:{}", ctx.server_name)),
+            joined: HashSet::new(),
+            ids: HashMap::new(),
+            thread_last: HashMap::new(),
+            reactions: HashSet::new(),
+            redacted: HashSet::new(),
+            last_ts: room.created_ts,
+            joins_added: 0,
+            skipped: Vec::new(),
+            version: version.to_owned(),
+        })
+    }
+
+    fn send(
+        &mut self,
+        sender: &str,
+        kind: &str,
+        sk: Option<&str>,
+        c: Value,
+        ts: i64,
+    ) -> Result<String> {
+        let ts = ts.max(self.last_ts);
+        self.last_ts = ts;
+        let line = self
+            .b
+            .send(sender, kind, sk, c, ts)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let id = line.event_id.clone();
+        self.lines.push(line);
+        Ok(id)
+    }
+
+    fn user_id(&self, key: &str) -> Option<String> {
+        self.ctx.users.get(key).map(|u| u.user_id.clone())
+    }
+
+    fn member_content(&self, user_id: &str, membership: &str) -> Value {
+        let mut c = json!({ "membership": membership });
+        if membership == "join" || membership == "invite" {
+            if let Some(u) = self.ctx.users.values().find(|u| u.user_id == user_id) {
+                if let Some(d) = &u.displayname {
+                    c["displayname"] = json!(d);
+                }
+                if let Some(a) = (self.ctx.mxc)(&u.avatar) {
+                    c["avatar_url"] = json!(a);
+                }
+            }
+        }
+        if membership == "invite" && matches!(self.room.kind, RoomKind::Direct | RoomKind::Group) {
+            c["is_direct"] = json!(true);
+        }
+        c
+    }
+
+    /// The room's first events: create, the creator's join, power levels, rules, name, topic.
+    fn header(&mut self) -> Result<()> {
+        let (creator, ts, room) = (self.creator.clone(), self.room.created_ts, self.room);
+        let mut create = json!({ "creator": creator, "room_version": self.version });
+        if room.kind == RoomKind::Space {
+            create["type"] = json!("m.space");
+        }
+        self.send(&creator, "m.room.create", Some(""), create, ts)?;
+        let join = self.member_content(&creator, "join");
+        self.send(&creator, "m.room.member", Some(&creator), join, ts)?;
+        self.joined.insert(creator.clone());
+        let power = self.power_levels(false);
+        self.send(&creator, "m.room.power_levels", Some(""), power, ts)?;
+        let rule = if matches!(room.kind, RoomKind::Public) {
+            "public"
+        } else {
+            "invite"
+        };
+        self.send(
+            &creator,
+            "m.room.join_rules",
+            Some(""),
+            json!({ "join_rule": rule }),
+            ts,
+        )?;
+        let visibility = json!({ "history_visibility": "shared" });
+        self.send(
+            &creator,
+            "m.room.history_visibility",
+            Some(""),
+            visibility,
+            ts,
+        )?;
+        if let Some(alias) = self.alias.clone() {
+            self.send(
+                &creator,
+                "m.room.canonical_alias",
+                Some(""),
+                json!({ "alias": alias }),
+                ts,
+            )?;
+        }
+        if let Some(name) = room.name.as_ref().filter(|n| !n.is_empty()) {
+            self.send(
+                &creator,
+                "m.room.name",
+                Some(""),
+                json!({ "name": name }),
+                ts,
+            )?;
+        }
+        if let Some(topic) = room.topic.as_ref().filter(|t| !t.is_empty()) {
+            self.send(
+                &creator,
+                "m.room.topic",
+                Some(""),
+                json!({ "topic": topic }),
+                ts,
+            )?;
+        }
+        let via = json!({ "via": [self.ctx.server_name] });
+        if let Some(parent) = self.ctx.parent.clone() {
+            let mut c = via.clone();
+            c["canonical"] = json!(true);
+            self.send(&creator, "m.space.parent", Some(&parent), c, ts)?;
+        }
+        for child in self.ctx.children.clone() {
+            self.send(&creator, "m.space.child", Some(&child), via.clone(), ts)?;
+        }
+        Ok(())
+    }
+
+    fn power_levels(&self, read_only: bool) -> Value {
+        let mut users = Map::new();
+        let direct = matches!(self.room.kind, RoomKind::Direct | RoomKind::Group);
+        if direct {
+            for m in &self.room.members_now {
+                if let Some(id) = self.user_id(m) {
+                    users.insert(id, json!(100));
+                }
+            }
+        }
+        for m in &self.room.moderators {
+            if let Some(id) = self.user_id(m) {
+                users.entry(id).or_insert(json!(50));
+            }
+        }
+        users.insert(self.creator.clone(), json!(100));
+        let level = if read_only { 100 } else { 0 };
+        json!({
+            "users": users, "users_default": 0, "events_default": level,
+            "state_default": if self.room.kind == RoomKind::Space { 50 } else { level },
+            "invite": 0, "kick": 50, "ban": 50, "redact": 50,
+            "events": {
+                "m.room.power_levels": 100, "m.room.history_visibility": 100,
+                "m.room.tombstone": 100, "m.room.server_acl": 100, "m.room.encryption": 100,
+                "m.room.canonical_alias": 50, "m.space.child": 50,
+            },
+        })
+    }
+
+    /// Makes `user_id` a member (an invite by the creator first where the join rule needs one).
+    fn join(&mut self, user_id: &str, ts: i64) -> Result<()> {
+        if self.joined.contains(user_id) {
+            return Ok(());
+        }
+        if self.room.kind != RoomKind::Public && self.b.membership(user_id) != Some("invite") {
+            let creator = self.creator.clone();
+            let invite = self.member_content(user_id, "invite");
+            self.send(&creator, "m.room.member", Some(user_id), invite, ts)?;
+        }
+        let join = self.member_content(user_id, "join");
+        self.send(user_id, "m.room.member", Some(user_id), join, ts)?;
+        self.joined.insert(user_id.to_owned());
+        Ok(())
+    }
+
+    fn leave(&mut self, user_id: &str, ts: i64) -> Result<()> {
+        if self.joined.remove(user_id) {
+            self.send(
+                user_id,
+                "m.room.member",
+                Some(user_id),
+                json!({"membership": "leave"}),
+                ts,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn item(&mut self, item: &Item) -> Result<()> {
+        let Some(sender) = self.user_id(&item.sender) else {
+            self.skipped.push(format!(
+                "{}: unknown sender {}",
+                item.key.as_deref().unwrap_or("item"),
+                item.sender
+            ));
+            return Ok(());
+        };
+        match &item.kind {
+            Kind::Join => self.join(&sender, item.ts),
+            // The creator stays until the end: later invites and changes need someone allowed.
+            Kind::Leave if sender == self.creator => Ok(()),
+            Kind::Leave => self.leave(&sender, item.ts),
+            Kind::Message {
+                event_type,
+                content,
+                thread,
+            } => {
+                self.ensure_joined(&sender, item.ts)?;
+                let mut content = fit(content.clone());
+                let root = thread.as_ref().and_then(|t| self.ids.get(t).cloned());
+                if let Some(root) = &root {
+                    let last = self.thread_last.get(root).unwrap_or(root).clone();
+                    content["m.relates_to"] = json!({
+                        "rel_type": "m.thread", "event_id": root, "is_falling_back": true,
+                        "m.in_reply_to": { "event_id": last },
+                    });
+                } else if let Some(t) = thread {
+                    self.skipped.push(format!(
+                        "{}: thread root {t} is not in the room; kept as a plain message",
+                        item.key.as_deref().unwrap_or("message")
+                    ));
+                }
+                let id = self.send(&sender, event_type, None, content, item.ts)?;
+                if let Some(root) = root {
+                    self.thread_last.insert(root, id.clone());
+                }
+                if let Some(k) = &item.key {
+                    self.ids.insert(k.clone(), id);
+                }
+                Ok(())
+            }
+            Kind::Reaction { target, key } => {
+                let Some(target_id) = self.ids.get(target).cloned() else {
+                    self.skipped.push(format!(
+                        "reaction {key} by {sender}: message {target} is not in the room"
+                    ));
+                    return Ok(());
+                };
+                if !self
+                    .reactions
+                    .insert((sender.clone(), target_id.clone(), key.clone()))
+                    || self.redacted.contains(&target_id)
+                {
+                    return Ok(());
+                }
+                self.ensure_joined(&sender, item.ts)?;
+                let c = json!({ "m.relates_to": {
+                    "rel_type": "m.annotation", "event_id": target_id, "key": key } });
+                self.send(&sender, "m.reaction", None, c, item.ts)?;
+                Ok(())
+            }
+            Kind::Edit { target, content } => {
+                let Some(target_id) = self.ids.get(target).cloned() else {
+                    self.skipped
+                        .push(format!("edit of {target}: the message is not in the room"));
+                    return Ok(());
+                };
+                self.ensure_joined(&sender, item.ts)?;
+                let new = fit(content.clone());
+                let mut c = json!({
+                    "msgtype": new["msgtype"].clone(),
+                    "body": format!("* {}", new["body"].as_str().unwrap_or_default()),
+                    "m.new_content": new.clone(),
+                    "m.relates_to": { "rel_type": "m.replace", "event_id": target_id },
+                });
+                if let Some(html) = new["formatted_body"].as_str() {
+                    c["format"] = json!("org.matrix.custom.html");
+                    c["formatted_body"] = json!(format!("* {html}"));
+                }
+                if let Some(m) = new.get("m.mentions") {
+                    c["m.mentions"] = m.clone();
+                }
+                self.send(&sender, "m.room.message", None, c, item.ts)?;
+                Ok(())
+            }
+            Kind::Redaction { target } => {
+                let Some(target_id) = self.ids.get(target).cloned() else {
+                    return Ok(());
+                };
+                self.ensure_joined(&sender, item.ts)?;
+                let ts = item.ts.max(self.last_ts);
+                self.last_ts = ts;
+                let line = self
+                    .b
+                    .redact(&sender, &target_id, ts)
+                    .map_err(|e| Error::Config(e.to_string()))?;
+                self.lines.push(line);
+                self.redacted.insert(target_id);
+                Ok(())
+            }
+            Kind::State {
+                event_type,
+                state_key,
+                content,
+            } => {
+                self.ensure_joined(&sender, item.ts)?;
+                let id = self.send(
+                    &sender,
+                    event_type,
+                    Some(state_key),
+                    content.clone(),
+                    item.ts,
+                )?;
+                if let Some(k) = &item.key {
+                    self.ids.insert(k.clone(), id);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A sender must be in the room; where the history lacks their join, add one (counted).
+    fn ensure_joined(&mut self, user_id: &str, ts: i64) -> Result<()> {
+        if !self.joined.contains(user_id) {
+            self.joins_added += 1;
+            self.join(user_id, ts)?;
+        }
+        Ok(())
+    }
+
+    /// After the history: pins, members as they are now, read-only for archived rooms, and
+    /// the creator's own leave if they are not a member any more.
+    fn close(&mut self) -> Result<()> {
+        let creator = self.creator.clone();
+        let ts = self.last_ts;
+        let pinned: Vec<String> = (self.room.pinned.iter())
+            .filter_map(|k| self.ids.get(k).cloned())
+            .filter(|id| !self.redacted.contains(id))
+            .collect();
+        if !pinned.is_empty() {
+            self.send(
+                &creator,
+                "m.room.pinned_events",
+                Some(""),
+                json!({ "pinned": pinned }),
+                ts,
+            )?;
+        }
+        let now: Vec<String> = (self.room.members_now.iter())
+            .filter_map(|k| self.user_id(k))
+            .collect();
+        for m in &now {
+            self.join(m, ts)?;
+        }
+        let mut gone: Vec<String> = (self.joined.iter())
+            .filter(|m| !now.contains(m) && **m != creator)
+            .cloned()
+            .collect();
+        gone.sort();
+        for m in gone {
+            self.leave(&m, ts)?;
+        }
+        if let Some(at) = self.room.archived_ts {
+            let power = self.power_levels(true);
+            self.send(&creator, "m.room.power_levels", Some(""), power, at)?;
+        }
+        if !now.contains(&creator) {
+            self.leave(&creator, ts)?;
+        }
+        Ok(())
+    }
+}
+
+/// Keeps content under the PDU size limit: first without its HTML, then with the text cut.
+fn fit(mut content: Value) -> Value {
+    let size = |c: &Value| serde_json::to_vec(c).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size(&content) <= MAX_CONTENT {
+        return content;
+    }
+    if let Some(obj) = content.as_object_mut() {
+        obj.remove("formatted_body");
+        obj.remove("format");
+    }
+    if size(&content) > MAX_CONTENT {
+        let body = content["body"].as_str().unwrap_or_default();
+        let mut cut = MAX_CONTENT.saturating_sub(2000).min(body.len());
+        while !body.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let short = format!("{} […]", &body[..cut]);
+        content["body"] = json!(short);
+    }
+    content
+}
+
+/// A fresh server key for a server that has none yet (a new Conduit).
+pub fn new_server_key(dir: &Path) -> Result<ServerKey> {
+    let mut seed = [0u8; 32];
+    getrandom(&mut seed)?;
+    let version = format!("a_{}", &fsutil::sha256_hex(&seed)[..4]);
+    let line = format!("ed25519 {version} {}\n", crate::matrix::b64_encode(&seed));
+    let path = dir.join("signing.key");
+    fsutil::write_atomic(&path, line.as_bytes(), true)?;
+    Ok(ServerKey::read_synapse(&path)?.remove(0))
+}
+
+fn getrandom(buf: &mut [u8]) -> Result<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .map_err(|e| Error::io("cannot read", "/dev/urandom", e))
+}

@@ -1,0 +1,5 @@
+//! Importing chat history from other chat systems: their data becomes the source-neutral
+//! [`model`], which [`forge`] signs into an archive for the one event writer.
+
+pub mod forge;
+pub mod model;

@@ -1,0 +1,493 @@
+//! Reading a Mattermost database (PostgreSQL or MySQL) through sqlx, read-only.
+//!
+//! One set of queries serves both: tables are named CamelCase and unquoted (PostgreSQL folds
+//! them to its lower-case names, MySQL matches them exactly), every column is selected by name
+//! with a lower-case alias, and the few things the dialects spell differently (text and integer
+//! casts) come from [`Dialect`]. Columns an older schema lacks are read as their default, so
+//! older installs import too (mattermost.md §2).
+
+use std::collections::HashSet;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+
+use crate::error::{Error, Result};
+use crate::mattermost::config::{DataSource, Driver};
+use crate::mattermost::rows::*;
+
+/// A connected, read-only Mattermost database.
+pub struct MattermostDb {
+    pool: AnyPool,
+    dialect: Dialect,
+    /// (table, column), both lower-case, of the schema.
+    columns: HashSet<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Dialect(Driver);
+
+impl Dialect {
+    fn text(self, expr: &str) -> String {
+        match self.0 {
+            Driver::Postgres => format!("CAST({expr} AS TEXT)"),
+            Driver::Mysql => format!("CAST({expr} AS CHAR)"),
+        }
+    }
+    fn int(self, expr: &str) -> String {
+        match self.0 {
+            Driver::Postgres => format!("CAST({expr} AS BIGINT)"),
+            Driver::Mysql => format!("CAST({expr} AS SIGNED)"),
+        }
+    }
+}
+
+fn db_err(what: &str) -> impl Fn(sqlx::Error) -> Error + '_ {
+    move |e| Error::Mattermost(format!("reading {what}: {e}"))
+}
+
+/// A text column. MySQL reports long text (and casts of it) as BLOB with a character set,
+/// which sqlx's Any driver only decodes as bytes; those must be UTF-8 too.
+fn text(r: &AnyRow, column: &str) -> Result<String> {
+    match r.try_get::<String, _>(column) {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            let bytes = r
+                .try_get::<Vec<u8>, _>(column)
+                .map_err(|_| Error::Mattermost(format!("column {column}: {e}")))?;
+            String::from_utf8(bytes)
+                .map_err(|e| Error::Mattermost(format!("column {column} is not UTF-8: {e}")))
+        }
+    }
+}
+
+fn int(r: &AnyRow, column: &str) -> Result<i64> {
+    r.try_get::<i64, _>(column)
+        .map_err(|e| Error::Mattermost(format!("column {column}: {e}")))
+}
+
+/// The connection URL sqlx takes (never logged: it holds the password).
+fn url(ds: &DataSource) -> String {
+    let enc = |s: &str| urlencoding::encode(s).into_owned();
+    let scheme = match ds.driver {
+        Driver::Postgres => "postgres",
+        Driver::Mysql => "mysql",
+    };
+    let mut params: Vec<String> = Vec::new();
+    let mut host = ds.host.clone();
+    if host.starts_with('/') {
+        // A Unix socket directory (PostgreSQL) or file (MySQL).
+        let key = if ds.driver == Driver::Postgres {
+            "host"
+        } else {
+            "socket"
+        };
+        params.push(format!("{key}={}", enc(&host)));
+        host = "localhost".into();
+    }
+    for (k, v) in &ds.params {
+        params.push(format!("{}={}", enc(k), enc(v)));
+    }
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let mut url = format!(
+        "{scheme}://{}:{}@{host}:{}/{}",
+        enc(&ds.user),
+        enc(&ds.password),
+        ds.port,
+        enc(&ds.database)
+    );
+    if !params.is_empty() {
+        url.push('?');
+        url.push_str(&params.join("&"));
+    }
+    url
+}
+
+impl MattermostDb {
+    /// Connects (read-only sessions) and reads which columns the schema has.
+    pub async fn connect(ds: &DataSource) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let read_only = match ds.driver {
+            Driver::Postgres => "SET default_transaction_read_only = on",
+            Driver::Mysql => "SET SESSION TRANSACTION READ ONLY",
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(std::time::Duration::from_secs(15))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    conn.execute(read_only).await?;
+                    Ok(())
+                })
+            })
+            .connect(&url(ds))
+            .await
+            .map_err(|e| {
+                Error::Mattermost(format!(
+                    "cannot connect to Mattermost's {:?} database {}@{}:{}/{}: {e}",
+                    ds.driver, ds.user, ds.host, ds.port, ds.database
+                ))
+            })?;
+        let dialect = Dialect(ds.driver);
+        let schema = match ds.driver {
+            Driver::Postgres => "current_schema()",
+            Driver::Mysql => "DATABASE()",
+        };
+        let sql = format!(
+            "SELECT {} AS t, {} AS c FROM information_schema.columns WHERE table_schema = {schema}",
+            dialect.text("LOWER(table_name)"),
+            dialect.text("LOWER(column_name)")
+        );
+        let rows = sqlx::query(&sql)
+            .fetch_all(&pool)
+            .await
+            .map_err(db_err("schema"))?;
+        let columns: HashSet<(String, String)> = rows
+            .iter()
+            .map(|r| Ok((text(r, "t")?, text(r, "c")?)))
+            .collect::<Result<_>>()?;
+        if !columns.iter().any(|(t, _)| t == "posts") {
+            return Err(Error::Mattermost(format!(
+                "{}/{} has no Posts table: not a Mattermost database",
+                ds.host, ds.database
+            )));
+        }
+        Ok(MattermostDb {
+            pool,
+            dialect,
+            columns,
+        })
+    }
+
+    fn has(&self, table: &str, column: &str) -> bool {
+        self.columns
+            .contains(&(table.to_lowercase(), column.to_lowercase()))
+    }
+
+    /// A text column as `alias` ('' when NULL or missing).
+    fn s(&self, table: &str, column: &str) -> String {
+        let alias = column.to_lowercase();
+        if self.has(table, column) {
+            format!("COALESCE({}, '') AS {alias}", self.dialect.text(column))
+        } else {
+            format!("'' AS {alias}")
+        }
+    }
+
+    /// An integer or boolean column as a 64-bit integer `alias` (0 when NULL or missing).
+    fn i(&self, table: &str, column: &str) -> String {
+        let alias = column.to_lowercase();
+        if self.has(table, column) {
+            format!(
+                "{} AS {alias}",
+                self.dialect.int(&format!("COALESCE({column}, 0)"))
+            )
+        } else {
+            format!("0 AS {alias}")
+        }
+    }
+
+    /// A boolean column as 0/1.
+    fn b(&self, table: &str, column: &str) -> String {
+        let alias = column.to_lowercase();
+        if self.has(table, column) {
+            let e = format!("CASE WHEN {column} THEN 1 ELSE 0 END");
+            format!("{} AS {alias}", self.dialect.int(&e))
+        } else {
+            format!("0 AS {alias}")
+        }
+    }
+
+    async fn select(&self, table: &str, cols: &[String], rest: &str) -> Result<Vec<AnyRow>> {
+        if !self.columns.iter().any(|(t, _)| *t == table.to_lowercase()) {
+            return Ok(Vec::new());
+        }
+        let sql = format!("SELECT {} FROM {table} {rest}", cols.join(", "));
+        sqlx::query(&sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err(table))
+    }
+
+    /// Row counts for `test mattermost`: users, teams, channels, posts.
+    pub async fn counts(&self) -> Result<Vec<(&'static str, i64)>> {
+        let mut out = Vec::new();
+        for (label, table) in [
+            ("users", "Users"),
+            ("teams", "Teams"),
+            ("channels", "Channels"),
+            ("posts", "Posts"),
+        ] {
+            let rows = self
+                .select(
+                    table,
+                    &[format!("{} AS n", self.dialect.int("COUNT(*)"))],
+                    "",
+                )
+                .await?;
+            let count = rows.first().map(|r| int(r, "n")).transpose()?;
+            out.push((label, count.unwrap_or(0)));
+        }
+        Ok(out)
+    }
+
+    /// Reads everything the import needs.
+    pub async fn snapshot(&self) -> Result<Snapshot> {
+        let mut snap = Snapshot::default();
+
+        let rows = self
+            .select(
+                "Systems",
+                &[self.s("Systems", "Value")],
+                "WHERE Name = 'Version'",
+            )
+            .await?;
+        snap.version = rows
+            .first()
+            .map(|r| text(r, "value"))
+            .transpose()?
+            .unwrap_or_default();
+
+        let bots: HashSet<String> = self
+            .select("Bots", &[self.s("Bots", "UserId")], "")
+            .await?
+            .iter()
+            .map(|r| text(r, "userid"))
+            .collect::<Result<_>>()?;
+        let t = "Users";
+        let cols = [
+            self.s(t, "Id"),
+            self.s(t, "Username"),
+            self.s(t, "FirstName"),
+            self.s(t, "LastName"),
+            self.s(t, "Nickname"),
+            self.s(t, "Roles"),
+            self.s(t, "Password"),
+            self.i(t, "CreateAt"),
+            self.i(t, "DeleteAt"),
+            self.i(t, "LastPictureUpdate"),
+        ];
+        for r in self.select(t, &cols, "ORDER BY CreateAt, Id").await? {
+            let id = text(&r, "id")?;
+            snap.users.push(MmUser {
+                bot: bots.contains(&id),
+                picture: (int(&r, "lastpictureupdate")? > 0)
+                    .then(|| format!("users/{id}/profile.png")),
+                id,
+                username: text(&r, "username")?,
+                first_name: text(&r, "firstname")?,
+                last_name: text(&r, "lastname")?,
+                nickname: text(&r, "nickname")?,
+                roles: text(&r, "roles")?,
+                password: text(&r, "password")?,
+                create_at: int(&r, "createat")?,
+                delete_at: int(&r, "deleteat")?,
+            });
+        }
+
+        let t = "Teams";
+        let cols = [
+            self.s(t, "Id"),
+            self.s(t, "Name"),
+            self.s(t, "DisplayName"),
+            self.s(t, "Description"),
+            self.s(t, "Type"),
+            self.i(t, "CreateAt"),
+            self.i(t, "DeleteAt"),
+        ];
+        for r in self.select(t, &cols, "ORDER BY CreateAt, Id").await? {
+            snap.teams.push(MmTeam {
+                id: text(&r, "id")?,
+                name: text(&r, "name")?,
+                display_name: text(&r, "displayname")?,
+                description: text(&r, "description")?,
+                kind: text(&r, "type")?,
+                create_at: int(&r, "createat")?,
+                delete_at: int(&r, "deleteat")?,
+            });
+        }
+        let t = "TeamMembers";
+        let cols = [
+            self.s(t, "TeamId"),
+            self.s(t, "UserId"),
+            self.b(t, "SchemeAdmin"),
+            self.i(t, "DeleteAt"),
+        ];
+        for r in self.select(t, &cols, "ORDER BY TeamId, UserId").await? {
+            snap.team_members.push(MmTeamMember {
+                team_id: text(&r, "teamid")?,
+                user_id: text(&r, "userid")?,
+                admin: int(&r, "schemeadmin")? != 0,
+                delete_at: int(&r, "deleteat")?,
+            });
+        }
+
+        let t = "Channels";
+        let cols = [
+            self.s(t, "Id"),
+            self.s(t, "TeamId"),
+            self.s(t, "Type"),
+            self.s(t, "Name"),
+            self.s(t, "DisplayName"),
+            self.s(t, "Header"),
+            self.s(t, "Purpose"),
+            self.s(t, "CreatorId"),
+            self.i(t, "CreateAt"),
+            self.i(t, "DeleteAt"),
+        ];
+        for r in self.select(t, &cols, "ORDER BY CreateAt, Id").await? {
+            snap.channels.push(MmChannel {
+                id: text(&r, "id")?,
+                team_id: text(&r, "teamid")?,
+                kind: text(&r, "type")?,
+                name: text(&r, "name")?,
+                display_name: text(&r, "displayname")?,
+                header: text(&r, "header")?,
+                purpose: text(&r, "purpose")?,
+                creator_id: text(&r, "creatorid")?,
+                create_at: int(&r, "createat")?,
+                delete_at: int(&r, "deleteat")?,
+            });
+        }
+        let t = "ChannelMembers";
+        let cols = [
+            self.s(t, "ChannelId"),
+            self.s(t, "UserId"),
+            self.b(t, "SchemeAdmin"),
+        ];
+        for r in self.select(t, &cols, "ORDER BY ChannelId, UserId").await? {
+            snap.channel_members.push(MmChannelMember {
+                channel_id: text(&r, "channelid")?,
+                user_id: text(&r, "userid")?,
+                admin: int(&r, "schemeadmin")? != 0,
+            });
+        }
+        let t = "ChannelMemberHistory";
+        let leave = if self.has(t, "LeaveTime") {
+            format!(
+                "{} AS leavetime",
+                self.dialect.int("COALESCE(LeaveTime, -1)")
+            )
+        } else {
+            "-1 AS leavetime".into()
+        };
+        let cols = [
+            self.s(t, "ChannelId"),
+            self.s(t, "UserId"),
+            self.i(t, "JoinTime"),
+            leave,
+        ];
+        for r in self.select(t, &cols, "ORDER BY JoinTime, UserId").await? {
+            let leave = int(&r, "leavetime")?;
+            snap.history.push(MmHistory {
+                channel_id: text(&r, "channelid")?,
+                user_id: text(&r, "userid")?,
+                join_time: int(&r, "jointime")?,
+                leave_time: (leave >= 0).then_some(leave),
+            });
+        }
+
+        let t = "Posts";
+        let cols = [
+            self.s(t, "Id"),
+            self.s(t, "ChannelId"),
+            self.s(t, "UserId"),
+            self.s(t, "RootId"),
+            self.s(t, "OriginalId"),
+            self.s(t, "Message"),
+            self.s(t, "Type"),
+            self.s(t, "Props"),
+            self.s(t, "FileIds"),
+            self.i(t, "CreateAt"),
+            self.i(t, "EditAt"),
+            self.i(t, "DeleteAt"),
+            self.b(t, "IsPinned"),
+        ];
+        for r in self.select(t, &cols, "ORDER BY CreateAt, Id").await? {
+            snap.posts.push(MmPost {
+                id: text(&r, "id")?,
+                channel_id: text(&r, "channelid")?,
+                user_id: text(&r, "userid")?,
+                root_id: text(&r, "rootid")?,
+                original_id: text(&r, "originalid")?,
+                message: text(&r, "message")?,
+                kind: text(&r, "type")?,
+                props: text(&r, "props")?,
+                file_ids: text(&r, "fileids")?,
+                create_at: int(&r, "createat")?,
+                edit_at: int(&r, "editat")?,
+                delete_at: int(&r, "deleteat")?,
+                pinned: int(&r, "ispinned")? != 0,
+            });
+        }
+        let t = "Reactions";
+        let cols = [
+            self.s(t, "PostId"),
+            self.s(t, "UserId"),
+            self.s(t, "EmojiName"),
+            self.i(t, "CreateAt"),
+            self.i(t, "DeleteAt"),
+        ];
+        for r in self.select(t, &cols, "ORDER BY CreateAt, PostId").await? {
+            snap.reactions.push(MmReaction {
+                post_id: text(&r, "postid")?,
+                user_id: text(&r, "userid")?,
+                emoji_name: text(&r, "emojiname")?,
+                create_at: int(&r, "createat")?,
+                delete_at: int(&r, "deleteat")?,
+            });
+        }
+        let t = "FileInfo";
+        let cols = [
+            self.s(t, "Id"),
+            self.s(t, "PostId"),
+            self.s(t, "CreatorId"),
+            self.s(t, "Path"),
+            self.s(t, "PreviewPath"),
+            self.s(t, "Name"),
+            self.s(t, "MimeType"),
+            self.i(t, "Size"),
+            self.i(t, "Width"),
+            self.i(t, "Height"),
+            self.i(t, "CreateAt"),
+            self.i(t, "DeleteAt"),
+        ];
+        for r in self.select(t, &cols, "ORDER BY CreateAt, Id").await? {
+            snap.files.push(MmFile {
+                id: text(&r, "id")?,
+                post_id: text(&r, "postid")?,
+                creator_id: text(&r, "creatorid")?,
+                path: text(&r, "path")?,
+                preview_path: text(&r, "previewpath")?,
+                name: text(&r, "name")?,
+                mime_type: text(&r, "mimetype")?,
+                size: int(&r, "size")?,
+                width: int(&r, "width")?,
+                height: int(&r, "height")?,
+                create_at: int(&r, "createat")?,
+                delete_at: int(&r, "deleteat")?,
+            });
+        }
+        let t = "Emoji";
+        let cols = [
+            self.s(t, "Id"),
+            self.s(t, "Name"),
+            self.s(t, "CreatorId"),
+            self.i(t, "CreateAt"),
+            self.i(t, "DeleteAt"),
+        ];
+        for r in self.select(t, &cols, "ORDER BY CreateAt, Id").await? {
+            snap.emoji.push(MmEmoji {
+                id: text(&r, "id")?,
+                name: text(&r, "name")?,
+                creator_id: text(&r, "creatorid")?,
+                create_at: int(&r, "createat")?,
+                delete_at: int(&r, "deleteat")?,
+            });
+        }
+        Ok(snap)
+    }
+}
