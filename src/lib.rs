@@ -12,6 +12,7 @@ pub mod matrix;
 pub mod mattermost;
 pub mod progress;
 pub mod proxy;
+pub mod ssh;
 pub mod synapse;
 
 pub use error::{Error, Result};

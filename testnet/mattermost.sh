@@ -25,6 +25,8 @@ PGRUN="$STATE/pg/run"
 MYDATA="$STATE/mysql/data"
 MYRUN="$STATE/mysql/run"
 GEN="$STATE/gen"
+SSH_PORT="${TM_MM_SSH_PORT:-12222}"
+SSHDIR="$STATE/ssh"
 
 log() { echo "[mattermost] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -48,6 +50,8 @@ cmd_install() {
     pg_bin >/dev/null || need+=(postgresql)
     my_bin >/dev/null || need+=(mariadb-server)
     command -v mariadb >/dev/null || need+=(mariadb-client)
+    [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+    command -v ssh-keygen >/dev/null || need+=(openssh-client)
     [ ${#need[@]} -gt 0 ] || return 0
     [ "$(id -u)" = 0 ] || die "missing packages (${need[*]}); run as root or install them"
     local t0=$EPOCHREALTIME added_policy=""
@@ -159,7 +163,44 @@ EOF
     log "MariaDB up on 127.0.0.1:$MY_PORT ($(since "$t0") s)"
 }
 
+# An SSH server on loopback standing in for "the Mattermost host": key login only (a key made
+# here), its own host key, and a known_hosts file for the client. Runs as the current user.
+ssh_pid() { local p; p="$(cat "$SSHDIR/sshd.pid" 2>/dev/null)" && kill -0 "$p" 2>/dev/null && echo "$p"; }
+start_sshd() {
+    [ -n "$(ssh_pid)" ] && return 0
+    mkdir -p "$SSHDIR" && chmod 700 "$SSHDIR"
+    [ -f "$SSHDIR/host_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C tm-testnet-host -f "$SSHDIR/host_ed25519"
+    [ -f "$SSHDIR/client_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C tm-testnet-client -f "$SSHDIR/client_ed25519"
+    cp "$SSHDIR/client_ed25519.pub" "$SSHDIR/authorized_keys"
+    echo "[127.0.0.1]:$SSH_PORT $(cut -d' ' -f1,2 "$SSHDIR/host_ed25519.pub")" >"$SSHDIR/known_hosts"
+    # A known_hosts naming another key for the same host: the mismatch case.
+    [ -f "$SSHDIR/other_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C other -f "$SSHDIR/other_ed25519"
+    echo "[127.0.0.1]:$SSH_PORT $(cut -d' ' -f1,2 "$SSHDIR/other_ed25519.pub")" >"$SSHDIR/known_hosts_wrong"
+    cat >"$SSHDIR/sshd_config" <<CONF
+ListenAddress 127.0.0.1
+Port $SSH_PORT
+HostKey $SSHDIR/host_ed25519
+PidFile $SSHDIR/sshd.pid
+AuthorizedKeysFile $SSHDIR/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+AllowTcpForwarding yes
+MaxSessions 64
+LogLevel ERROR
+CONF
+    mkdir -p /run/sshd 2>/dev/null || true
+    /usr/sbin/sshd -f "$SSHDIR/sshd_config" -E "$SSHDIR/sshd.log"
+    for _ in $(seq 1 50); do [ -n "$(ssh_pid)" ] && break; sleep 0.1; done
+    [ -n "$(ssh_pid)" ] || die "sshd did not start (see $SSHDIR/sshd.log)"
+    log "sshd up on 127.0.0.1:$SSH_PORT"
+}
+
 cmd_stop() {
+    local sp
+    sp="$(ssh_pid)" && { kill "$sp"; log "sshd stopped"; }
     if pg_running; then
         as_pg "$(pg_bin)/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null && log "PostgreSQL stopped"
     fi
@@ -229,6 +270,7 @@ cmd_up() {
     hash="$(fixture_hash small)"
     start_pg
     start_mysql
+    start_sshd
     if [ "$(cat "$GEN/fixture.hash" 2>/dev/null)" != "$hash" ]; then
         log "generating fixture ($hash)"
         generate "$GEN"
@@ -275,6 +317,10 @@ cmd_env() {
     printf 'export TM_MM_FILES=%q\n' "$GEN/data"
     printf 'export TM_MM_EXPORT=%q\n' "$GEN/data/export/$(cat "$GEN/export-name" 2>/dev/null || echo MISSING)"
     printf 'export TM_MM_FIXTURE=%q\n' "$GEN/fixture.json"
+    echo "export TM_MM_SSH_TARGET='$(id -un)@127.0.0.1:$SSH_PORT'"
+    printf 'export TM_MM_SSH_KEY=%q\n' "$SSHDIR/client_ed25519"
+    printf 'export TM_MM_SSH_KNOWN_HOSTS=%q\n' "$SSHDIR/known_hosts"
+    printf 'export TM_MM_SSH_KNOWN_HOSTS_WRONG=%q\n' "$SSHDIR/known_hosts_wrong"
     echo "export TM_MM_BENCH_PG_URL='postgres://$DB_USER:$DB_PASS@127.0.0.1:$PG_PORT/mattermost_bench?sslmode=disable'"
 }
 

@@ -349,6 +349,15 @@ fn postgres_import_verifies_and_reads_back_as_the_fixture() {
             .filter(|c| c["team_id"] == t["id"] && c["type"] == "O")
             .count();
         assert_eq!(children, public, "children of space {}", t["name"]);
+        // Open teams are spaces anyone on the server may join; invite-only teams are not.
+        let rules = &state[&("m.room.join_rules".to_owned(), String::new())];
+        let pdus = reader::timeline_pdus(&mut store, &room_id).unwrap();
+        let rule = &pdus
+            .iter()
+            .find(|p| p["event_id"] == rules.as_str())
+            .unwrap()["content"]["join_rule"];
+        let want = if t["type"] == "O" { "public" } else { "invite" };
+        assert_eq!(rule, want, "join rule of space {}", t["name"]);
     }
 
     // Users: deactivated stay deactivated, the bot is marked, DMs are in m.direct.
@@ -544,4 +553,141 @@ fn the_bulk_export_gives_the_same_rooms_and_messages() {
         assert_eq!(strip(theirs), ours, "messages of {room}");
     }
     assert!(from_export.len() >= from_db.len() - archived.len());
+}
+
+fn ssh_args<'a>(known_hosts: &'a str, key: &'a str, target: &'a str) -> Vec<&'a str> {
+    vec![
+        "--ssh",
+        target,
+        "--ssh-key",
+        key,
+        "--ssh-known-hosts",
+        known_hosts,
+    ]
+}
+
+#[test]
+fn over_ssh_the_import_is_the_same_and_a_changed_host_key_stops_it() {
+    let pg = postgres();
+    let (target, key) = (env("TM_MM_SSH_TARGET"), env("TM_MM_SSH_KEY"));
+    let (known, wrong, config) = (
+        env("TM_MM_SSH_KNOWN_HOSTS"),
+        env("TM_MM_SSH_KNOWN_HOSTS_WRONG"),
+        env("TM_MM_CONFIG"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let signing = key_file(dir.path());
+    let run = |known_hosts: &str, archive: &Path| {
+        let mut args = vec![
+            "mattermost",
+            "import",
+            "--mattermost-config",
+            &config,
+            "--server-name",
+            SERVER,
+            "--archive",
+            archive.to_str().unwrap(),
+            "--signing-key",
+            signing.to_str().unwrap(),
+        ];
+        args.extend(ssh_args(known_hosts, &key, &target));
+        common::tm(&args, &[])
+    };
+
+    // config.json read over SSH, the database through the forward, files copied: same events.
+    let archive = dir.path().join("ssh-archive");
+    let out = run(&known, &archive);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (a, b) = (
+        Archive::open(&pg.archive).unwrap(),
+        Archive::open(&archive).unwrap(),
+    );
+    assert_eq!(a.room_ids().unwrap(), b.room_ids().unwrap());
+    for r in a.room_ids().unwrap() {
+        let ids = |x: &Archive| -> Vec<String> {
+            PduReader::open(&x.room_dir(&r).join(EVENTS))
+                .unwrap()
+                .map(|l| l.unwrap().event_id)
+                .collect()
+        };
+        assert_eq!(ids(&a), ids(&b), "events of {r} over SSH");
+    }
+    let media = |x: &Path| std::fs::read_dir(x.join("media/meta")).unwrap().count();
+    assert_eq!(media(&pg.archive), media(&archive), "files copied over SSH");
+
+    // A known_hosts with another key for the host: refused before logging in, nothing written.
+    let refused = dir.path().join("refused");
+    let out = run(&wrong, &refused);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("HOST KEY MISMATCH"), "{stderr}");
+    assert!(!refused.join("manifest.json").exists());
+}
+
+#[test]
+fn bad_sources_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("a");
+    let base = [
+        "mattermost",
+        "import",
+        "--server-name",
+        SERVER,
+        "--archive",
+        archive.to_str().unwrap(),
+    ];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--mattermost-config", "/nonexistent/config.json"],
+            "cannot read Mattermost's config /nonexistent/config.json",
+        ),
+        (
+            vec![
+                "--data-source",
+                "postgres://mmuser:wrong@127.0.0.1:15432/mattermost?sslmode=disable",
+            ],
+            "cannot connect",
+        ),
+        (vec!["--data-source", "not a dsn"], "DataSource"),
+        (
+            vec![
+                "--driver",
+                "mysql",
+                "--data-source",
+                "mmuser:wrong@tcp(127.0.0.1:13306)/mattermost",
+            ],
+            "cannot connect",
+        ),
+    ];
+    let garbled = dir.path().join("config.json");
+    std::fs::write(&garbled, "{ not json").unwrap();
+    let garbled = garbled.to_str().unwrap().to_owned();
+    let mut cases = cases;
+    cases.push((vec!["--mattermost-config", &garbled], "config.json"));
+    let zip = dir.path().join("x.zip");
+    std::fs::write(&zip, b"PK\x03\x04 truncated").unwrap();
+    let zip = zip.to_str().unwrap().to_owned();
+    cases.push((vec!["--export", &zip], "bulk export"));
+    for (extra, want) in cases {
+        let mut args = base.to_vec();
+        args.extend(extra.iter());
+        let out = common::tm(&args, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {stderr}");
+        assert!(
+            stderr.contains(want),
+            "{extra:?}: expected {want:?} in {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(
+            !stderr.contains("wrong"),
+            "the password must not be printed: {stderr}"
+        );
+        assert!(!archive.join("manifest.json").exists());
+    }
 }

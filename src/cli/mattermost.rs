@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 
-use transition_matrix::archive::Archive;
+use transition_matrix::archive::{fsutil, Archive};
 use transition_matrix::conduit::store::Backend;
 use transition_matrix::conduit::write::{write_archive, WriteOptions};
 use transition_matrix::import::forge::{forge, new_server_key, ForgeOptions};
@@ -16,6 +16,8 @@ use transition_matrix::mattermost::export;
 use transition_matrix::mattermost::map::{workspace, Deleted, MapOptions};
 use transition_matrix::mattermost::rows::Snapshot;
 use transition_matrix::progress::Progress;
+use transition_matrix::ssh::{Ssh, SshAuth, SshOptions};
+use zeroize::Zeroizing;
 
 #[derive(Debug, Subcommand)]
 pub enum MattermostCmd {
@@ -51,6 +53,19 @@ pub struct SourceArgs {
     /// The file store (`FileSettings.Directory`; overrides config.json).
     #[arg(long, value_name = "DIR")]
     pub files: Option<PathBuf>,
+    /// Reach the Mattermost host over SSH (`user@host[:port]`): --mattermost-config and --files
+    /// are paths there, the database is reached through a port forward.
+    #[arg(long, value_name = "USER@HOST[:PORT]")]
+    pub ssh: Option<String>,
+    /// SSH private key (default: the SSH agent, unless --ssh-password-env is given).
+    #[arg(long, value_name = "PATH", requires = "ssh")]
+    pub ssh_key: Option<PathBuf>,
+    /// Environment variable holding the SSH password (or the key's passphrase with --ssh-key).
+    #[arg(long, value_name = "VAR", requires = "ssh")]
+    pub ssh_password_env: Option<String>,
+    /// known_hosts file the host key must be in [default: ~/.ssh/known_hosts].
+    #[arg(long, value_name = "PATH", requires = "ssh")]
+    pub ssh_known_hosts: Option<PathBuf>,
     /// Read an `mmctl export` zip instead of the database (only live content: no edit
     /// history, deleted posts or membership history; its files come from the zip).
     #[arg(long, value_name = "ZIP", conflicts_with_all = ["mattermost_config", "data_source"])]
@@ -98,10 +113,43 @@ pub struct ImportArgs {
     pub room_version: String,
 }
 
-/// The database and file store, from config.json and the flags.
-pub fn resolve_source(a: &SourceArgs) -> Result<(DataSource, Option<PathBuf>)> {
-    let config = match &a.mattermost_config {
-        Some(p) => {
+/// Where the workspace is: the database, and the file store (local, or on the SSH host).
+pub struct Source {
+    pub ds: DataSource,
+    pub files: Option<PathBuf>,
+    /// The session the database forward and remote files go through.
+    pub ssh: Option<Ssh>,
+}
+
+const DEFAULT_REMOTE_CONFIG: &str = "/opt/mattermost/config/config.json";
+
+fn ssh_options(a: &SourceArgs, target: &str) -> Result<SshOptions> {
+    let secret = match &a.ssh_password_env {
+        Some(var) => {
+            Some(Zeroizing::new(std::env::var(var).with_context(|| {
+                format!("--ssh-password-env {var}: not set")
+            })?))
+        }
+        None => None,
+    };
+    let auth = match (&a.ssh_key, secret) {
+        (Some(k), passphrase) => SshAuth::Key(k.clone(), passphrase),
+        (None, Some(p)) => SshAuth::Password(p),
+        (None, None) => SshAuth::Agent,
+    };
+    let mut o = SshOptions::parse_target(target, auth)?;
+    o.known_hosts = a.ssh_known_hosts.clone();
+    Ok(o)
+}
+
+/// The database and file store, from config.json (local or over SSH) and the flags.
+pub async fn open_source(a: &SourceArgs) -> Result<Source> {
+    let ssh = match &a.ssh {
+        Some(target) => Some(Ssh::connect(&ssh_options(a, target)?).await?),
+        None => None,
+    };
+    let config = match (&a.mattermost_config, &ssh) {
+        (Some(p), None) => {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("cannot read Mattermost's config {}", p.display()))?;
             let env: Vec<(String, String)> = std::env::vars()
@@ -109,9 +157,17 @@ pub fn resolve_source(a: &SourceArgs) -> Result<(DataSource, Option<PathBuf>)> {
                 .collect();
             Some(MattermostConfig::parse(&text, &env)?)
         }
-        None => None,
+        (p, Some(ssh)) if a.data_source.is_none() || p.is_some() => {
+            let path = p.as_ref().map_or(DEFAULT_REMOTE_CONFIG.to_owned(), |p| {
+                p.display().to_string()
+            });
+            let bytes = ssh.read_file(&path).await?;
+            let text = String::from_utf8(bytes).with_context(|| format!("{path} is not UTF-8"))?;
+            Some(MattermostConfig::parse(&text, &[])?)
+        }
+        _ => None,
     };
-    let ds = match (&a.data_source, &config) {
+    let mut ds = match (&a.data_source, &config) {
         (Some(dsn), _) => {
             let driver = match a.driver {
                 DriverArg::Postgres => "postgres",
@@ -130,10 +186,66 @@ pub fn resolve_source(a: &SourceArgs) -> Result<(DataSource, Option<PathBuf>)> {
         if dir.is_absolute() {
             return Some(dir);
         }
-        let base = a.mattermost_config.as_ref()?.parent()?.parent()?;
-        Some(base.join(dir))
+        let config_path = a
+            .mattermost_config
+            .clone()
+            .unwrap_or_else(|| DEFAULT_REMOTE_CONFIG.into());
+        Some(config_path.parent()?.parent()?.join(dir))
     });
-    Ok((ds, files))
+    if let Some(ssh) = &ssh {
+        if ds.host.starts_with('/') {
+            bail!("the database is on a Unix socket ({}); over SSH it needs a TCP address (--data-source)", ds.host);
+        }
+        let local = ssh.forward(&ds.host, ds.port).await?;
+        ds.host = local.ip().to_string();
+        ds.port = local.port();
+    }
+    Ok(Source { ds, files, ssh })
+}
+
+/// Copies the files the snapshot refers to from the SSH host into `dir` (skipping ones
+/// already there); missing ones are left for the mapping to report.
+async fn fetch_remote_files(ssh: &Ssh, remote: &Path, snap: &Snapshot, dir: &Path) -> Result<u64> {
+    let mut paths: Vec<String> = Vec::new();
+    paths.extend(snap.users.iter().filter_map(|u| u.picture.clone()));
+    paths.extend(
+        snap.emoji
+            .iter()
+            .filter(|e| e.delete_at == 0)
+            .map(|e| format!("emoji/{}/image", e.id)),
+    );
+    for f in snap.files.iter().filter(|f| f.delete_at == 0) {
+        paths.push(f.path.clone());
+        if !f.preview_path.is_empty() {
+            paths.push(f.preview_path.clone());
+        }
+    }
+    let mut n = 0;
+    for rel in paths {
+        let rel_path = Path::new(&rel);
+        if rel_path.is_absolute()
+            || rel_path
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            continue;
+        }
+        let local = dir.join(rel_path);
+        if local.is_file() {
+            continue;
+        }
+        if let Ok(bytes) = ssh
+            .read_file(&remote.join(rel_path).display().to_string())
+            .await
+        {
+            if let Some(parent) = local.parent() {
+                fsutil::create_dir_all(parent)?;
+            }
+            fsutil::write_atomic(&local, &bytes, false)?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 pub async fn run(cmd: MattermostCmd) -> Result<i32> {
@@ -153,15 +265,17 @@ fn server_key(a: &ImportArgs, archive: &Archive) -> Result<ServerKey> {
     Ok(new_server_key(&archive.keys_dir())?)
 }
 
-/// Reads the workspace: from the export zip, or from the database.
+/// Reads the workspace: from the export zip, or from the database (with its files copied
+/// from the SSH host when it is remote).
 async fn read_source(a: &ImportArgs) -> Result<(Snapshot, Option<PathBuf>)> {
     if let Some(zip) = &a.source.export {
         let files = a.archive.join("mattermost-files");
         eprintln!("reading the bulk export {} …", zip.display());
         return Ok((export::read(zip, &files)?, Some(files)));
     }
-    let (ds, files) = resolve_source(&a.source)?;
-    if let Some(f) = &files {
+    let src = open_source(&a.source).await?;
+    let ds = &src.ds;
+    if let (Some(f), None) = (&src.files, &src.ssh) {
         if !f.is_dir() {
             bail!(
                 "the file store {} is not a directory (pass --files)",
@@ -173,8 +287,18 @@ async fn read_source(a: &ImportArgs) -> Result<(Snapshot, Option<PathBuf>)> {
         "reading Mattermost ({:?} {}@{}:{}/{}) …",
         ds.driver, ds.user, ds.host, ds.port, ds.database
     );
-    let db = MattermostDb::connect(&ds).await?;
-    Ok((db.snapshot().await?, files))
+    let db = MattermostDb::connect(ds).await?;
+    let snap = db.snapshot().await?;
+    let files = match (&src.ssh, &src.files) {
+        (Some(ssh), Some(remote)) => {
+            let local = a.archive.join("mattermost-files");
+            let n = fetch_remote_files(ssh, remote, &snap, &local).await?;
+            eprintln!("copied {n} files from {} over SSH", remote.display());
+            Some(local)
+        }
+        (_, files) => files.clone(),
+    };
+    Ok((snap, files))
 }
 
 async fn import(a: ImportArgs) -> Result<i32> {
@@ -261,7 +385,7 @@ pub async fn diagnose(a: &SourceArgs) -> bool {
             }
         };
     }
-    if let Some(p) = &a.mattermost_config {
+    if let (Some(p), None) = (&a.mattermost_config, &a.ssh) {
         match std::fs::read_to_string(p)
             .map_err(anyhow::Error::from)
             .and_then(|t| Ok(MattermostConfig::parse(&t, &[])?))
@@ -280,14 +404,30 @@ pub async fn diagnose(a: &SourceArgs) -> bool {
             }
         }
     }
-    let (ds, files) = match resolve_source(a) {
+    if let Some(target) = &a.ssh {
+        match ssh_options(a, target) {
+            Ok(o) => match Ssh::connect(&o).await {
+                Ok(_) => println!("✓ SSH {target}: host key known, logged in"),
+                Err(e) => {
+                    println!("✗ {e}");
+                    return false;
+                }
+            },
+            Err(e) => {
+                println!("✗ {e:#}");
+                return false;
+            }
+        }
+    }
+    let src = match open_source(a).await {
         Ok(x) => x,
         Err(e) => {
             println!("✗ {e:#}");
             return false;
         }
     };
-    let db = match MattermostDb::connect(&ds).await {
+    let (ds, files) = (&src.ds, src.files.clone());
+    let db = match MattermostDb::connect(ds).await {
         Ok(db) => {
             println!(
                 "✓ connected to {:?} {}@{}:{}/{} (read-only)",
@@ -312,6 +452,12 @@ pub async fn diagnose(a: &SourceArgs) -> bool {
         }
     }
     match files {
+        Some(f) if src.ssh.is_some() => {
+            println!(
+                "· file store {} is on the SSH host (files are copied during the import)",
+                f.display()
+            )
+        }
         Some(f) => match std::fs::read_dir(&f) {
             Ok(entries) => println!(
                 "✓ file store {} readable ({} entries at the top)",

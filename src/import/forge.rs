@@ -306,7 +306,7 @@ fn forge_room(
         name: room.name.clone(),
         canonical_alias: f.alias.clone(),
         aliases: f.alias.iter().cloned().collect(),
-        published: room.kind == RoomKind::Public,
+        published: room.open,
         room_type: (room.kind == RoomKind::Space).then(|| "m.space".to_owned()),
         joined_local_members: f.joined.len() as u64,
         current_state: f.b.current_state(),
@@ -457,11 +457,7 @@ impl<'a> RoomForge<'a> {
         self.joined.insert(creator.clone());
         let power = self.power_levels(false);
         self.send(&creator, "m.room.power_levels", Some(""), power, ts)?;
-        let rule = if matches!(room.kind, RoomKind::Public) {
-            "public"
-        } else {
-            "invite"
-        };
+        let rule = if room.open { "public" } else { "invite" };
         self.send(
             &creator,
             "m.room.join_rules",
@@ -550,7 +546,7 @@ impl<'a> RoomForge<'a> {
         if self.joined.contains(user_id) {
             return Ok(());
         }
-        if self.room.kind != RoomKind::Public && self.b.membership(user_id) != Some("invite") {
+        if !self.room.open && self.b.membership(user_id) != Some("invite") {
             let creator = self.creator.clone();
             let invite = self.member_content(user_id, "invite");
             self.send(&creator, "m.room.member", Some(user_id), invite, ts)?;

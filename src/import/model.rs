@@ -75,6 +75,9 @@ pub struct Room {
     /// The Matrix room id (chosen by the source, stable across runs).
     pub room_id: String,
     pub kind: RoomKind,
+    /// Anyone on the server may join (public channels, open teams): join rule `public` and
+    /// listed in the room directory.
+    pub open: bool,
     pub name: Option<String>,
     pub topic: Option<String>,
     /// Local part of the room's alias (`#<alias>:S`).

@@ -27,6 +27,21 @@ import random
 import struct
 import sys
 import zipfile
+
+# Real bcrypt hashes (cost 4, fixed salts) of "<username>-password", as Mattermost stores them:
+# the import copies them, and Conduit with patches/conduit-bcrypt-login.patch accepts them.
+PASSWORD_HASHES = {
+    'sysadmin': '$2a$04$T1rDMTytTcs6REnGJ7t1L.HPY1KIoGiK0Km.67MbV5tgFlGPW6GCW',
+    'alice': '$2a$04$pWEH9M.tYdBwNlhnkVhGZ.XVKmcdh0ZInZxqrQz.3XgibbL08Ky3u',
+    'bob': '$2a$04$/01W6QEYhXkUvRfVLlTi1.k.mKhQ8XCMNa/e9F/sUoVoa9jZTMHra',
+    'carol': '$2a$04$KkXFKlWccXlKI/JvevvQ3.RngiAaW8/oEH2ENvk3FU3dW7.fl4tpC',
+    'dave': '$2a$04$foGB2Dzh11SSqhRKSR3rg.Q6MUQF0i/b9DJV3CnwkOtZUbIBZE6xi',
+    'erin.e': '$2a$04$he0p6gbXYDrOxAeF/v9TR.FW8dfBcoXvuBxu/FHu0e/vraYcHAt8K',
+    'frank': '$2a$04$1itYNvkh0lpnWlfFNlrJB.E2ffwcSZbBM9Z4YVrkEiAlUxxr6TT4K',
+    'grace_g': '$2a$04$iY2yQ2FMbA8iW1ka/0IOg.f93olkjtcmZUUYFuYfvhgkeIY4I2caO',
+    'zoe': '$2a$04$b/8k/1xVjf.5gfsHFag.p.e8zW9wpGpG8q.7Pjs4OkCmO.z1GcjTi',
+}
+
 import zlib
 from collections import defaultdict
 
@@ -380,8 +395,8 @@ class World:
     def add_user(self, key, username, first, last, at, roles="system_user", deleted=0, nickname="", position="",
                  picture=False, auth=("", None), locale="en", bot=None):
         r = dict(id=self.id("user/" + key), createat=at, updateat=deleted or at, deleteat=deleted,
-                 username=username, password="" if bot or auth[0] else "$2a$10$" + hashlib.sha256(
-                     username.encode()).hexdigest()[:53], authservice=auth[0], authdata=auth[1],
+                 username=username, password="" if bot or auth[0] else PASSWORD_HASHES.get(username, "$2a$10$" + hashlib.sha256(
+                     username.encode()).hexdigest()[:53]), authservice=auth[0], authdata=auth[1],
                  email=f"{username}@localhost" if bot else f"{username}@example.test", emailverified=True,
                  nickname=nickname, firstname=first, lastname=last, roles=roles, allowmarketing=False,
                  props={}, notifyprops=USER_NOTIFY, lastpasswordupdate=at, lastpictureupdate=0, locale=locale,
