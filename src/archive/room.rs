@@ -83,25 +83,64 @@ const ZSTD_LEVEL: i32 = 3;
 
 /// Writes a PDU file as zstd-compressed JSON lines.
 pub fn write_pdus<'a>(path: &Path, lines: impl IntoIterator<Item = &'a PduLine>) -> Result<u64> {
-    let file = fsutil::create_file(path, false)?;
-    let mut enc = zstd::Encoder::new(BufWriter::new(file), ZSTD_LEVEL)
-        .map_err(|e| Error::io("cannot compress", path, e))?;
-    let mut n = 0;
+    let mut w = PduWriter::create(path)?;
     for line in lines {
-        serde_json::to_writer(&mut enc, line).map_err(|e| Error::malformed("PDU", e))?;
-        enc.write_all(b"\n")
-            .map_err(|e| Error::io("cannot write", path, e))?;
-        n += 1;
+        w.push(line)?;
     }
-    let buf = enc
-        .finish()
-        .map_err(|e| Error::io("cannot write", path, e))?;
-    let file = buf
-        .into_inner()
-        .map_err(|e| Error::io("cannot write", path, e.into_error()))?;
-    file.sync_all()
-        .map_err(|e| Error::io("cannot sync", path, e))?;
-    Ok(n)
+    w.finish()
+}
+
+/// A PDU file written one line at a time (a forged room never has to be in memory whole).
+pub struct PduWriter {
+    path: PathBuf,
+    enc: zstd::Encoder<'static, BufWriter<File>>,
+    n: u64,
+}
+
+impl PduWriter {
+    pub fn create(path: &Path) -> Result<Self> {
+        let file = fsutil::create_file(path, false)?;
+        let enc = zstd::Encoder::new(BufWriter::new(file), ZSTD_LEVEL)
+            .map_err(|e| Error::io("cannot compress", path, e))?;
+        Ok(PduWriter {
+            path: path.to_owned(),
+            enc,
+            n: 0,
+        })
+    }
+
+    pub fn push(&mut self, line: &PduLine) -> Result<()> {
+        serde_json::to_writer(&mut self.enc, line).map_err(|e| Error::malformed("PDU", e))?;
+        self.enc
+            .write_all(b"\n")
+            .map_err(|e| Error::io("cannot write", &self.path, e))?;
+        self.n += 1;
+        Ok(())
+    }
+
+    /// Lines written so far.
+    pub fn len(&self) -> u64 {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Flushes and syncs the file; returns the number of lines.
+    pub fn finish(self) -> Result<u64> {
+        let path = self.path;
+        let buf = self
+            .enc
+            .finish()
+            .map_err(|e| Error::io("cannot write", &path, e))?;
+        let file = buf
+            .into_inner()
+            .map_err(|e| Error::io("cannot write", &path, e.into_error()))?;
+        file.sync_all()
+            .map_err(|e| Error::io("cannot sync", &path, e))?;
+        Ok(self.n)
+    }
 }
 
 /// Streams the lines of a PDU file; a garbled or truncated file is an error naming the line.

@@ -8,13 +8,15 @@ use clap::{Args, Subcommand, ValueEnum};
 use transition_matrix::archive::{fsutil, Archive};
 use transition_matrix::conduit::store::Backend;
 use transition_matrix::conduit::write::{write_archive, WriteOptions};
-use transition_matrix::import::forge::{forge, new_server_key, ForgeOptions};
+use transition_matrix::import::forge::{forge, new_server_key, ForgeOptions, ForgeSummary, Forger};
 use transition_matrix::matrix::keys::ServerKey;
 use transition_matrix::mattermost::config::{DataSource, MattermostConfig};
 use transition_matrix::mattermost::db::MattermostDb;
 use transition_matrix::mattermost::export;
-use transition_matrix::mattermost::map::{workspace, Deleted, MapOptions};
-use transition_matrix::mattermost::rows::Snapshot;
+use transition_matrix::mattermost::map::{
+    room_id, workspace, ChannelRows, Deleted, MapOptions, Mapper,
+};
+use transition_matrix::mattermost::rows::{MmFile, Snapshot};
 use transition_matrix::progress::Progress;
 use transition_matrix::ssh::{Ssh, SshAuth, SshOptions};
 use zeroize::Zeroizing;
@@ -203,23 +205,41 @@ pub async fn open_source(a: &SourceArgs) -> Result<Source> {
     Ok(Source { ds, files, ssh })
 }
 
-/// Copies the files the snapshot refers to from the SSH host into `dir` (skipping ones
-/// already there); missing ones are left for the mapping to report.
-async fn fetch_remote_files(ssh: &Ssh, remote: &Path, snap: &Snapshot, dir: &Path) -> Result<u64> {
-    let mut paths: Vec<String> = Vec::new();
-    paths.extend(snap.users.iter().filter_map(|u| u.picture.clone()));
+/// The store paths of users' pictures and custom emoji.
+fn meta_paths(snap: &Snapshot) -> Vec<String> {
+    let mut paths: Vec<String> = snap
+        .users
+        .iter()
+        .filter_map(|u| u.picture.clone())
+        .collect();
     paths.extend(
-        snap.emoji
-            .iter()
+        (snap.emoji.iter())
             .filter(|e| e.delete_at == 0)
             .map(|e| format!("emoji/{}/image", e.id)),
     );
-    for f in snap.files.iter().filter(|f| f.delete_at == 0) {
+    paths
+}
+
+/// The store paths of a channel's files and their previews.
+fn file_paths(files: &[MmFile]) -> Vec<String> {
+    let mut paths = Vec::new();
+    for f in files.iter().filter(|f| f.delete_at == 0) {
         paths.push(f.path.clone());
         if !f.preview_path.is_empty() {
             paths.push(f.preview_path.clone());
         }
     }
+    paths
+}
+
+/// Copies files from the SSH host's store into `dir` (skipping ones already there); missing
+/// ones are left for the mapping to report.
+async fn fetch_remote_files(
+    ssh: &Ssh,
+    remote: &Path,
+    paths: Vec<String>,
+    dir: &Path,
+) -> Result<u64> {
     let mut n = 0;
     for rel in paths {
         let rel_path = Path::new(&rel);
@@ -265,14 +285,60 @@ fn server_key(a: &ImportArgs, archive: &Archive) -> Result<ServerKey> {
     Ok(new_server_key(&archive.keys_dir())?)
 }
 
-/// Reads the workspace: from the export zip, or from the database (with its files copied
-/// from the SSH host when it is remote).
-async fn read_source(a: &ImportArgs) -> Result<(Snapshot, Option<PathBuf>)> {
-    if let Some(zip) = &a.source.export {
-        let files = a.archive.join("mattermost-files");
-        eprintln!("reading the bulk export {} …", zip.display());
-        return Ok((export::read(zip, &files)?, Some(files)));
+fn map_options(a: &ImportArgs, files: Option<PathBuf>) -> MapOptions {
+    MapOptions {
+        server_name: a.server_name.clone(),
+        files,
+        deleted: match a.deleted {
+            DeletedArg::Omit => Deleted::Omit,
+            DeletedArg::Redact => Deleted::Redact,
+        },
     }
+}
+
+async fn import(a: ImportArgs) -> Result<i32> {
+    let archive = Archive::create(&a.archive)?;
+    let key = server_key(&a, &archive)?;
+    let forge_options = ForgeOptions {
+        server_name: a.server_name.clone(),
+        room_version: a.room_version.clone(),
+    };
+    let s = match &a.source.export {
+        // An export is read whole (it is one zip); then mapped and forged at once.
+        Some(zip) => {
+            let files = a.archive.join("mattermost-files");
+            eprintln!("reading the bulk export {} …", zip.display());
+            let snap = export::read(zip, &files)?;
+            let ws = workspace(&snap, &map_options(&a, Some(files)));
+            drop(snap);
+            forge(&ws, &key, &archive, &forge_options, &Progress::new())?
+        }
+        None => import_database(&a, &archive, &key, &forge_options).await?,
+    };
+    println!(
+        "forged {} rooms ({} already in the archive), {} events, {} users, {} media; {} joins added where the history lacked them; {} items left out (import-report.json)",
+        s.rooms, s.rooms_already_done, s.events, s.users, s.media, s.joins_added, s.skipped
+    );
+    if let Some(db_path) = &a.conduit_db {
+        write_into_conduit(&a.archive, db_path, a.backend)?;
+    } else {
+        println!(
+            "next: transition-matrix conduit write --archive {} --database <conduit database_path>",
+            a.archive.display()
+        );
+    }
+    Ok(0)
+}
+
+/// The database path: users, teams and memberships first, then one channel at a time (its
+/// rows read, mapped, forged and dropped), so memory follows the largest channel, not the
+/// workspace. Channels already in the archive are not read again.
+async fn import_database(
+    a: &ImportArgs,
+    archive: &Archive,
+    key: &ServerKey,
+    forge_options: &ForgeOptions,
+) -> Result<ForgeSummary> {
     let src = open_source(&a.source).await?;
     let ds = &src.ds;
     if let (Some(f), None) = (&src.files, &src.ssh) {
@@ -288,61 +354,60 @@ async fn read_source(a: &ImportArgs) -> Result<(Snapshot, Option<PathBuf>)> {
         ds.driver, ds.user, ds.host, ds.port, ds.database
     );
     let db = MattermostDb::connect(ds).await?;
-    let snap = db.snapshot().await?;
-    let files = match (&src.ssh, &src.files) {
-        (Some(ssh), Some(remote)) => {
-            let local = a.archive.join("mattermost-files");
-            let n = fetch_remote_files(ssh, remote, &snap, &local).await?;
-            eprintln!("copied {n} files from {} over SSH", remote.display());
-            Some(local)
-        }
-        (_, files) => files.clone(),
-    };
-    Ok((snap, files))
-}
-
-async fn import(a: ImportArgs) -> Result<i32> {
-    let (snap, files) = read_source(&a).await?;
+    let meta = db.snapshot().await?;
     eprintln!(
-        "read {} users, {} teams, {} channels, {} post rows, {} reactions, {} files",
-        snap.users.len(),
-        snap.teams.len(),
-        snap.channels.len(),
-        snap.posts.len(),
-        snap.reactions.len(),
-        snap.files.len()
+        "{} users, {} teams, {} channels",
+        meta.users.len(),
+        meta.teams.len(),
+        meta.channels.len()
     );
-    let options = MapOptions {
-        server_name: a.server_name.clone(),
-        files,
-        deleted: match a.deleted {
-            DeletedArg::Omit => Deleted::Omit,
-            DeletedArg::Redact => Deleted::Redact,
-        },
+    // Over SSH, files are copied next to the archive as they are needed.
+    let remote = match (&src.ssh, &src.files) {
+        (Some(ssh), Some(remote)) => {
+            Some((ssh, remote.clone(), a.archive.join("mattermost-files")))
+        }
+        _ => None,
     };
-    let ws = workspace(&snap, &options);
-    drop(snap);
-
-    let archive = Archive::create(&a.archive)?;
-    let key = server_key(&a, &archive)?;
-    let forge_options = ForgeOptions {
-        server_name: a.server_name.clone(),
-        room_version: a.room_version.clone(),
+    let files = match &remote {
+        Some((ssh, remote, local)) => {
+            fetch_remote_files(ssh, remote, meta_paths(&meta), local).await?;
+            Some(local.clone())
+        }
+        None => src.files.clone(),
     };
-    let s = forge(&ws, &key, &archive, &forge_options, &Progress::new())?;
-    println!(
-        "forged {} rooms ({} already in the archive), {} events, {} users, {} media; {} joins added where the history lacked them; {} items left out (import-report.json)",
-        s.rooms, s.rooms_already_done, s.events, s.users, s.media, s.joins_added, s.skipped
-    );
-    if let Some(db_path) = &a.conduit_db {
-        write_into_conduit(&a.archive, db_path, a.backend)?;
-    } else {
-        println!(
-            "next: transition-matrix conduit write --archive {} --database <conduit database_path>",
-            a.archive.display()
-        );
+    let mut mapper = Mapper::new(&meta, &map_options(a, files));
+    let mut forger = Forger::new(&mapper.ws.users, key, archive, forge_options)?;
+    for m in std::mem::take(&mut mapper.ws.media) {
+        forger.media(&m)?;
     }
-    Ok(0)
+    for space in std::mem::take(&mut mapper.ws.rooms) {
+        forger.room(&space)?;
+    }
+    let bar = Progress::new().bar("channels", meta.channels.len() as u64);
+    for c in &meta.channels {
+        let rows = if forger.is_done(&room_id(&c.id, &a.server_name)) {
+            ChannelRows::default()
+        } else {
+            db.channel_rows(&c.id).await?
+        };
+        if let Some((ssh, remote, local)) = &remote {
+            fetch_remote_files(ssh, remote, file_paths(&rows.files), local).await?;
+        }
+        if let Some(room) = mapper.channel(c, &rows) {
+            for m in std::mem::take(&mut mapper.ws.media) {
+                forger.media(&m)?;
+            }
+            forger.room(&room)?;
+        }
+        bar.inc(1);
+    }
+    bar.finish();
+    Ok(forger.finish(
+        &mapper.ws.users,
+        &mapper.ws.skipped,
+        "mattermost",
+        &meta.version,
+    )?)
 }
 
 fn write_into_conduit(archive: &Path, database: &Path, backend: Backend) -> Result<()> {

@@ -12,7 +12,7 @@ use ruma::signatures::Ed25519KeyPair;
 use serde_json::{json, Map, Value};
 
 use crate::archive::media::MediaMeta;
-use crate::archive::room::{self, PduLine, RoomMeta};
+use crate::archive::room::{self, PduLine, PduWriter, RoomMeta};
 use crate::archive::user::{AccountData, UserRecord, UserSecrets};
 use crate::archive::{fsutil, manifest, Archive, Checkpoint, Entry, ItemKind};
 use crate::error::{Error, Result};
@@ -55,172 +55,225 @@ pub fn forge(
     options: &ForgeOptions,
     progress: &Progress,
 ) -> Result<ForgeSummary> {
-    let checkpoint = Checkpoint::open(&archive.checkpoint_path())?;
-    let mut sum = ForgeSummary::default();
-    let users: HashMap<&str, &User> = ws.users.iter().map(|u| (u.key.as_str(), u)).collect();
-    let mxc = |media: &Option<String>| {
-        media
-            .as_ref()
-            .map(|m| format!("mxc://{}/{m}", options.server_name))
-    };
-
-    // The key, in Synapse's file format (so `conduit write` and the proxy read it as usual).
-    let key_path = archive.keys_dir().join("signing.key");
-    let key_line = key.synapse_line();
-    fsutil::write_atomic(&key_path, key_line.as_bytes(), true)?;
-    checkpoint.record(Entry {
-        kind: ItemKind::Keys,
-        id: "signing.key".into(),
-        files: BTreeMap::from([(
-            archive.relative(&key_path),
-            fsutil::sha256_hex(key_line.as_bytes()),
-        )]),
-        counts: BTreeMap::new(),
-        errors: Vec::new(),
-    })?;
-
+    let mut f = Forger::new(&ws.users, key, archive, options)?;
     for m in &ws.media {
-        if !checkpoint.is_done(ItemKind::Media, &m.media_id) {
-            put_media(archive, &checkpoint, m, &users, &options.server_name)?;
-        }
-        sum.media += 1;
+        f.media(m)?;
+    }
+    let bar = progress.bar("rooms", ws.rooms.len() as u64);
+    for room in &ws.rooms {
+        f.room(room)?;
+        bar.inc(1);
+    }
+    bar.finish();
+    f.finish(&ws.users, &ws.skipped, &ws.source, &ws.source_version)
+}
+
+/// Forges rooms one at a time (so a source can hand over one room, then drop it), gathering
+/// what the users' records need (joined rooms, `m.direct`) until [`Forger::finish`].
+pub struct Forger<'a> {
+    archive: &'a Archive,
+    checkpoint: Checkpoint,
+    keypair: Ed25519KeyPair,
+    options: ForgeOptions,
+    users: HashMap<String, User>,
+    by_user_id: HashMap<String, String>,
+    joined: HashMap<String, Vec<String>>,
+    direct: HashMap<String, BTreeMap<String, Vec<String>>>,
+    sum: ForgeSummary,
+}
+
+impl<'a> Forger<'a> {
+    /// Starts: stores the key in the archive.
+    pub fn new(
+        users: &[User],
+        key: &ServerKey,
+        archive: &'a Archive,
+        options: &ForgeOptions,
+    ) -> Result<Self> {
+        let checkpoint = Checkpoint::open(&archive.checkpoint_path())?;
+        // The key, in Synapse's file format (so `conduit write` and the proxy read it as usual).
+        let key_path = archive.keys_dir().join("signing.key");
+        let key_line = key.synapse_line();
+        fsutil::write_atomic(&key_path, key_line.as_bytes(), true)?;
+        checkpoint.record(Entry {
+            kind: ItemKind::Keys,
+            id: "signing.key".into(),
+            files: BTreeMap::from([(
+                archive.relative(&key_path),
+                fsutil::sha256_hex(key_line.as_bytes()),
+            )]),
+            counts: BTreeMap::new(),
+            errors: Vec::new(),
+        })?;
+        Ok(Forger {
+            archive,
+            checkpoint,
+            keypair: key.keypair(),
+            options: options.clone(),
+            users: users.iter().map(|u| (u.key.clone(), u.clone())).collect(),
+            by_user_id: users
+                .iter()
+                .map(|u| (u.user_id.clone(), u.key.clone()))
+                .collect(),
+            joined: HashMap::new(),
+            direct: HashMap::new(),
+            sum: ForgeSummary::default(),
+        })
     }
 
-    let keypair = key.keypair();
-    let children = children_of(&ws.rooms);
-    let bar = progress.bar("rooms", ws.rooms.len() as u64);
-    // Joined rooms and m.direct of every user, gathered from the rooms.
-    let mut joined: HashMap<String, Vec<String>> = HashMap::new();
-    let mut direct: HashMap<String, BTreeMap<String, Vec<String>>> = HashMap::new();
-    for room in &ws.rooms {
-        let ctx = RoomCtx {
-            users: &users,
-            server_name: &options.server_name,
-            mxc: &mxc,
-            children: children.get(room.key.as_str()).cloned().unwrap_or_default(),
-            parent: room
-                .parent
-                .as_ref()
-                .and_then(|p| ws.rooms.iter().find(|r| &r.key == p))
-                .map(|r| r.room_id.clone()),
-        };
-        let members =
-            if checkpoint.is_done(ItemKind::Room, &room.room_id) {
-                sum.rooms_already_done += 1;
-                room.members_now.clone()
-            } else {
-                let done = forge_room(archive, &keypair, room, &ctx, &options.room_version)
-                    .map_err(|e| Error::Archive {
-                        path: archive.room_dir(&room.room_id),
-                        reason: format!("forging {} ({}): {e}", room.room_id, room.key),
-                    })?;
-                sum.events += done.events;
-                sum.joins_added += done.joins_added;
-                sum.skipped += done.entry.errors.len() as u64;
-                checkpoint.record(done.entry)?;
-                sum.rooms += 1;
-                room.members_now.clone()
+    /// Whether the room is in the archive already (then [`Forger::room`] only notes members).
+    pub fn is_done(&self, room_id: &str) -> bool {
+        self.checkpoint.is_done(ItemKind::Room, room_id)
+    }
+
+    /// Copies one file into the archive's media.
+    pub fn media(&mut self, m: &crate::import::model::Media) -> Result<()> {
+        if !self.checkpoint.is_done(ItemKind::Media, &m.media_id) {
+            put_media(
+                self.archive,
+                &self.checkpoint,
+                m,
+                &self.users,
+                &self.options.server_name,
+            )?;
+        }
+        self.sum.media += 1;
+        Ok(())
+    }
+
+    /// Forges one room (unless the archive has it).
+    pub fn room(&mut self, room: &Room) -> Result<()> {
+        if self.is_done(&room.room_id) {
+            self.sum.rooms_already_done += 1;
+        } else {
+            let ctx = RoomCtx {
+                users: &self.users,
+                by_user_id: &self.by_user_id,
+                server_name: &self.options.server_name,
             };
-        for m in &members {
-            joined
+            let done = forge_room(
+                self.archive,
+                &self.keypair,
+                room,
+                &ctx,
+                &self.options.room_version,
+            )
+            .map_err(|e| Error::Archive {
+                path: self.archive.room_dir(&room.room_id),
+                reason: format!("forging {} ({}): {e}", room.room_id, room.key),
+            })?;
+            self.sum.events += done.events;
+            self.sum.joins_added += done.joins_added;
+            self.sum.skipped += done.entry.errors.len() as u64;
+            self.checkpoint.record(done.entry)?;
+            self.sum.rooms += 1;
+        }
+        let members = &room.members_now;
+        for m in members {
+            self.joined
                 .entry(m.clone())
                 .or_default()
                 .push(room.room_id.clone());
         }
         if matches!(room.kind, RoomKind::Direct | RoomKind::Group) {
-            for m in &members {
+            for m in members {
                 let others: Vec<&String> = members.iter().filter(|o| *o != m).collect();
                 let targets = if others.is_empty() { vec![m] } else { others };
                 for o in targets {
-                    let Some(other) = users.get(o.as_str()) else {
+                    let Some(other) = self.users.get(o) else {
                         continue;
                     };
-                    direct
-                        .entry(m.clone())
-                        .or_default()
+                    (self.direct.entry(m.clone()).or_default())
                         .entry(other.user_id.clone())
                         .or_default()
                         .push(room.room_id.clone());
                 }
             }
         }
-        bar.inc(1);
+        Ok(())
     }
-    bar.finish();
 
-    for u in &ws.users {
-        let mut account_data = AccountData::default();
-        if let Some(d) = direct.remove(&u.key) {
-            account_data.global.insert(
-                "m.direct".into(),
-                serde_json::to_value(d).unwrap_or_default(),
-            );
-        }
-        let record = UserRecord {
-            user_id: u.user_id.clone(),
-            admin: u.admin,
-            deactivated: u.deactivated,
-            user_type: u.bot.then(|| "bot".to_owned()),
-            creation_ts: Some(u.created_ts),
-            displayname: u.displayname.clone(),
-            avatar_url: mxc(&u.avatar),
-            account_data,
-            joined_rooms: joined.remove(&u.key).unwrap_or_default(),
-            secrets: UserSecrets {
-                // A hash no password matches: Conduit reads an empty one as "deactivated".
-                password_hash: Some(
-                    u.password_hash
-                        .clone()
-                        .unwrap_or_else(|| NO_PASSWORD.to_owned()),
-                ),
+    /// Writes the users, the report and the manifest.
+    pub fn finish(
+        mut self,
+        users: &[User],
+        skipped: &[crate::import::model::Skip],
+        source: &str,
+        version: &str,
+    ) -> Result<ForgeSummary> {
+        let archive = self.archive;
+        for u in users {
+            let mut account_data = AccountData::default();
+            if let Some(d) = self.direct.remove(&u.key) {
+                account_data.global.insert(
+                    "m.direct".into(),
+                    serde_json::to_value(d).unwrap_or_default(),
+                );
+            }
+            let record = UserRecord {
+                user_id: u.user_id.clone(),
+                admin: u.admin,
+                deactivated: u.deactivated,
+                user_type: u.bot.then(|| "bot".to_owned()),
+                creation_ts: Some(u.created_ts),
+                displayname: u.displayname.clone(),
+                avatar_url: mxc(&self.options.server_name, &u.avatar),
+                account_data,
+                joined_rooms: self.joined.remove(&u.key).unwrap_or_default(),
+                secrets: UserSecrets {
+                    // A hash no password matches: Conduit reads an empty one as "deactivated".
+                    password_hash: Some(
+                        u.password_hash
+                            .clone()
+                            .unwrap_or_else(|| NO_PASSWORD.to_owned()),
+                    ),
+                    ..Default::default()
+                },
                 ..Default::default()
-            },
-            ..Default::default()
+            };
+            let path = archive.user_path(&u.user_id);
+            let bytes =
+                serde_json::to_vec_pretty(&record).map_err(|e| Error::malformed("user", e))?;
+            fsutil::write_atomic(&path, &bytes, true)?;
+            self.checkpoint.record(Entry {
+                kind: ItemKind::User,
+                id: u.user_id.clone(),
+                files: BTreeMap::from([(archive.relative(&path), fsutil::sha256_hex(&bytes))]),
+                counts: BTreeMap::new(),
+                errors: Vec::new(),
+            })?;
+            self.sum.users += 1;
+        }
+        let report = archive.root().join("import-report.json");
+        fsutil::write_json(&report, &json!({ "skipped": skipped }), false)?;
+        self.sum.skipped += skipped.len() as u64;
+        let source = manifest::Source {
+            kind: source.to_owned(),
+            version: version.to_owned(),
         };
-        let path = archive.user_path(&u.user_id);
-        let bytes = serde_json::to_vec_pretty(&record).map_err(|e| Error::malformed("user", e))?;
-        fsutil::write_atomic(&path, &bytes, true)?;
-        checkpoint.record(Entry {
-            kind: ItemKind::User,
-            id: u.user_id.clone(),
-            files: BTreeMap::from([(archive.relative(&path), fsutil::sha256_hex(&bytes))]),
-            counts: BTreeMap::new(),
-            errors: Vec::new(),
-        })?;
-        sum.users += 1;
+        crate::archive::finalize::finalize(
+            archive,
+            &self.checkpoint,
+            &self.options.server_name,
+            source,
+        )?;
+        Ok(self.sum)
     }
+}
 
-    let report = archive.root().join("import-report.json");
-    fsutil::write_json(&report, &json!({ "skipped": ws.skipped }), false)?;
-    sum.skipped += ws.skipped.len() as u64;
-    let source = manifest::Source {
-        kind: ws.source.clone(),
-        version: ws.source_version.clone(),
-    };
-    crate::archive::finalize::finalize(archive, &checkpoint, &options.server_name, source)?;
-    Ok(sum)
+fn mxc(server_name: &str, media: &Option<String>) -> Option<String> {
+    media.as_ref().map(|m| format!("mxc://{server_name}/{m}"))
 }
 
 /// The password hash of users who had none at the source (single sign-on accounts): no
 /// password matches it, and it is not empty (Conduit's mark of a deactivated account).
 pub const NO_PASSWORD: &str = "!no-password-imported";
 
-fn children_of(rooms: &[Room]) -> HashMap<&str, Vec<String>> {
-    let mut map: HashMap<&str, Vec<String>> = HashMap::new();
-    for r in rooms {
-        // Private rooms stay out of the space's list: their names would show to everyone.
-        if let (Some(p), RoomKind::Public) = (&r.parent, r.kind) {
-            map.entry(p.as_str()).or_default().push(r.room_id.clone());
-        }
-    }
-    map
-}
-
 fn put_media(
     archive: &Archive,
     checkpoint: &Checkpoint,
     m: &crate::import::model::Media,
-    users: &HashMap<&str, &User>,
+    users: &HashMap<String, User>,
     server_name: &str,
 ) -> Result<()> {
     let bytes = std::fs::read(&m.path).map_err(|e| Error::io("cannot read", &m.path, e))?;
@@ -237,7 +290,7 @@ fn put_media(
         uploader: m
             .uploader
             .as_ref()
-            .and_then(|u| users.get(u.as_str()))
+            .and_then(|u| users.get(u))
             .map(|u| u.user_id.clone()),
         created_ts: Some(m.created_ts),
         length: bytes.len() as u64,
@@ -263,11 +316,10 @@ fn put_media(
 }
 
 struct RoomCtx<'a> {
-    users: &'a HashMap<&'a str, &'a User>,
+    users: &'a HashMap<String, User>,
+    /// Matrix user id → source key.
+    by_user_id: &'a HashMap<String, String>,
     server_name: &'a str,
-    mxc: &'a dyn Fn(&Option<String>) -> Option<String>,
-    children: Vec<String>,
-    parent: Option<String>,
 }
 
 struct Forged {
@@ -284,7 +336,12 @@ fn forge_room(
     ctx: &RoomCtx,
     version: &str,
 ) -> Result<Forged> {
-    let mut f = RoomForge::new(keypair, room, ctx, version)?;
+    let dir = archive.room_dir(&room.room_id);
+    fsutil::create_dir_all(&dir)?;
+    let events_path = dir.join(room::EVENTS);
+    let outliers_path = dir.join(room::OUTLIERS);
+    let out = PduWriter::create(&events_path)?;
+    let mut f = RoomForge::new(keypair, room, ctx, version, out)?;
     f.header()?;
     let mut order: Vec<&Item> = room.timeline.iter().collect();
     order.sort_by_key(|i| i.ts);
@@ -292,12 +349,7 @@ fn forge_room(
         f.item(item)?;
     }
     f.close()?;
-
-    let dir = archive.room_dir(&room.room_id);
-    fsutil::create_dir_all(&dir)?;
-    let events_path = dir.join(room::EVENTS);
-    let outliers_path = dir.join(room::OUTLIERS);
-    room::write_pdus(&events_path, &f.lines)?;
+    let events = f.out.finish()?;
     room::write_pdus(&outliers_path, std::iter::empty::<&PduLine>())?;
     let meta = RoomMeta {
         room_id: room.room_id.clone(),
@@ -312,7 +364,7 @@ fn forge_room(
         current_state: f.b.current_state(),
         current_state_source: "computed".into(),
         forward_extremities: f.b.last_event().map(str::to_owned).into_iter().collect(),
-        events: f.lines.len() as u64,
+        events,
         outliers: 0,
         history_source: "import".into(),
         order_source: "import".into(),
@@ -333,13 +385,13 @@ fn forge_room(
         files.insert(archive.relative(p), fsutil::sha256_file(p)?);
     }
     Ok(Forged {
-        events: f.lines.len() as u64,
+        events,
         joins_added: f.joins_added,
         entry: Entry {
             kind: ItemKind::Room,
             id: room.room_id.clone(),
             files,
-            counts: BTreeMap::from([("events".into(), f.lines.len() as u64)]),
+            counts: BTreeMap::from([("events".into(), events)]),
             errors: f.skipped,
         },
     })
@@ -350,7 +402,7 @@ struct RoomForge<'a> {
     b: RoomBuilder<'a>,
     room: &'a Room,
     ctx: &'a RoomCtx<'a>,
-    lines: Vec<PduLine>,
+    out: PduWriter,
     creator: String,
     alias: Option<String>,
     joined: HashSet<String>,
@@ -373,6 +425,7 @@ impl<'a> RoomForge<'a> {
         room: &'a Room,
         ctx: &'a RoomCtx<'a>,
         version: &str,
+        out: PduWriter,
     ) -> Result<Self> {
         let b = RoomBuilder::new(keypair, ctx.server_name, version, &room.room_id)
             .map_err(|e| Error::Config(e.to_string()))?;
@@ -385,7 +438,7 @@ impl<'a> RoomForge<'a> {
             b,
             room,
             ctx,
-            lines: Vec::new(),
+            out,
             creator,
             alias: room
                 .alias
@@ -418,7 +471,7 @@ impl<'a> RoomForge<'a> {
             .send(sender, kind, sk, c, ts)
             .map_err(|e| Error::Config(e.to_string()))?;
         let id = line.event_id.clone();
-        self.lines.push(line);
+        self.out.push(&line)?;
         Ok(id)
     }
 
@@ -429,11 +482,12 @@ impl<'a> RoomForge<'a> {
     fn member_content(&self, user_id: &str, membership: &str) -> Value {
         let mut c = json!({ "membership": membership });
         if membership == "join" || membership == "invite" {
-            if let Some(u) = self.ctx.users.values().find(|u| u.user_id == user_id) {
+            if let Some(u) = (self.ctx.by_user_id.get(user_id)).and_then(|k| self.ctx.users.get(k))
+            {
                 if let Some(d) = &u.displayname {
                     c["displayname"] = json!(d);
                 }
-                if let Some(a) = (self.ctx.mxc)(&u.avatar) {
+                if let Some(a) = mxc(self.ctx.server_name, &u.avatar) {
                     c["avatar_url"] = json!(a);
                 }
             }
@@ -501,12 +555,12 @@ impl<'a> RoomForge<'a> {
             )?;
         }
         let via = json!({ "via": [self.ctx.server_name] });
-        if let Some(parent) = self.ctx.parent.clone() {
+        if let Some(parent) = self.room.parent.clone() {
             let mut c = via.clone();
             c["canonical"] = json!(true);
             self.send(&creator, "m.space.parent", Some(&parent), c, ts)?;
         }
-        for child in self.ctx.children.clone() {
+        for child in self.room.children.clone() {
             self.send(&creator, "m.space.child", Some(&child), via.clone(), ts)?;
         }
         Ok(())
@@ -668,7 +722,7 @@ impl<'a> RoomForge<'a> {
                     .b
                     .redact(&sender, &target_id, ts)
                     .map_err(|e| Error::Config(e.to_string()))?;
-                self.lines.push(line);
+                self.out.push(&line)?;
                 self.redacted.insert(target_id);
                 Ok(())
             }

@@ -88,8 +88,10 @@ pub struct Room {
     pub creator: String,
     /// Room admins now (power 100 besides the creator; 50 for moderators).
     pub moderators: Vec<String>,
-    /// The space holding this room, as a room key.
+    /// The space holding this room (its room id).
     pub parent: Option<String>,
+    /// For a space: the room ids it lists as its children.
+    pub children: Vec<String>,
     /// Made read-only at this time (Mattermost archived channels).
     pub archived_ts: Option<i64>,
     /// Who is a member now. Anybody the history leaves out is joined at its end; anybody it

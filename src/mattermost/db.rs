@@ -13,6 +13,7 @@ use sqlx::{AnyPool, Executor, Row};
 
 use crate::error::{Error, Result};
 use crate::mattermost::config::{DataSource, Driver};
+use crate::mattermost::map::ChannelRows;
 use crate::mattermost::rows::*;
 
 /// A connected, read-only Mattermost database.
@@ -234,7 +235,8 @@ impl MattermostDb {
         Ok(out)
     }
 
-    /// Reads everything the import needs.
+    /// Reads everything the import needs except posts, reactions and files (those come per
+    /// channel from [`MattermostDb::channel_rows`]).
     pub async fn snapshot(&self) -> Result<Snapshot> {
         let mut snap = Snapshot::default();
 
@@ -390,6 +392,37 @@ impl MattermostDb {
             });
         }
 
+        let t = "Emoji";
+        let cols = [
+            self.s(t, "Id"),
+            self.s(t, "Name"),
+            self.s(t, "CreatorId"),
+            self.i(t, "CreateAt"),
+            self.i(t, "DeleteAt"),
+        ];
+        for r in self.select(t, &cols, "ORDER BY CreateAt, Id").await? {
+            snap.emoji.push(MmEmoji {
+                id: text(&r, "id")?,
+                name: text(&r, "name")?,
+                creator_id: text(&r, "creatorid")?,
+                create_at: int(&r, "createat")?,
+                delete_at: int(&r, "deleteat")?,
+            });
+        }
+        Ok(snap)
+    }
+
+    /// One channel's posts (live, deleted and edit-history rows, in time order), the reactions
+    /// to them and their files.
+    pub async fn channel_rows(&self, channel_id: &str) -> Result<ChannelRows> {
+        // Ids go into the SQL text (one query shape for both dialects' placeholders).
+        if channel_id.is_empty() || !channel_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(Error::Mattermost(format!(
+                "channel id {channel_id:?} is not a Mattermost id"
+            )));
+        }
+        let in_channel = format!("SELECT Id FROM Posts WHERE ChannelId = '{channel_id}'");
+        let mut rows = ChannelRows::default();
         let t = "Posts";
         let cols = [
             self.s(t, "Id"),
@@ -406,8 +439,15 @@ impl MattermostDb {
             self.i(t, "DeleteAt"),
             self.b(t, "IsPinned"),
         ];
-        for r in self.select(t, &cols, "ORDER BY CreateAt, Id").await? {
-            snap.posts.push(MmPost {
+        for r in self
+            .select(
+                t,
+                &cols,
+                &format!("WHERE ChannelId = '{channel_id}' ORDER BY CreateAt, Id"),
+            )
+            .await?
+        {
+            rows.posts.push(MmPost {
                 id: text(&r, "id")?,
                 channel_id: text(&r, "channelid")?,
                 user_id: text(&r, "userid")?,
@@ -431,8 +471,15 @@ impl MattermostDb {
             self.i(t, "CreateAt"),
             self.i(t, "DeleteAt"),
         ];
-        for r in self.select(t, &cols, "ORDER BY CreateAt, PostId").await? {
-            snap.reactions.push(MmReaction {
+        for r in self
+            .select(
+                t,
+                &cols,
+                &format!("WHERE PostId IN ({in_channel}) ORDER BY CreateAt, PostId"),
+            )
+            .await?
+        {
+            rows.reactions.push(MmReaction {
                 post_id: text(&r, "postid")?,
                 user_id: text(&r, "userid")?,
                 emoji_name: text(&r, "emojiname")?,
@@ -455,8 +502,15 @@ impl MattermostDb {
             self.i(t, "CreateAt"),
             self.i(t, "DeleteAt"),
         ];
-        for r in self.select(t, &cols, "ORDER BY CreateAt, Id").await? {
-            snap.files.push(MmFile {
+        for r in self
+            .select(
+                t,
+                &cols,
+                &format!("WHERE PostId IN ({in_channel}) ORDER BY CreateAt, Id"),
+            )
+            .await?
+        {
+            rows.files.push(MmFile {
                 id: text(&r, "id")?,
                 post_id: text(&r, "postid")?,
                 creator_id: text(&r, "creatorid")?,
@@ -471,23 +525,6 @@ impl MattermostDb {
                 delete_at: int(&r, "deleteat")?,
             });
         }
-        let t = "Emoji";
-        let cols = [
-            self.s(t, "Id"),
-            self.s(t, "Name"),
-            self.s(t, "CreatorId"),
-            self.i(t, "CreateAt"),
-            self.i(t, "DeleteAt"),
-        ];
-        for r in self.select(t, &cols, "ORDER BY CreateAt, Id").await? {
-            snap.emoji.push(MmEmoji {
-                id: text(&r, "id")?,
-                name: text(&r, "name")?,
-                creator_id: text(&r, "creatorid")?,
-                create_at: int(&r, "createat")?,
-                delete_at: int(&r, "deleteat")?,
-            });
-        }
-        Ok(snap)
+        Ok(rows)
     }
 }

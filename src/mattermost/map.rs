@@ -2,7 +2,7 @@
 //! channels as rooms, memberships with their history, and every post as Matrix content with
 //! its thread, reactions, edits, files and pins.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -69,176 +69,249 @@ pub fn localpart(username: &str) -> String {
         .collect()
 }
 
-/// Maps the snapshot.
+/// A file of the store, if it is there. Paths come from the database: nothing outside the
+/// file store is read.
+fn store_file(root: &Option<PathBuf>, rel: &str) -> Option<PathBuf> {
+    let rel_path = Path::new(rel);
+    let escapes = rel_path.is_absolute()
+        || (rel_path.components()).any(|c| matches!(c, std::path::Component::ParentDir));
+    if escapes {
+        return None;
+    }
+    let p = root.as_ref()?.join(rel_path);
+    p.is_file().then_some(p)
+}
+
+/// One channel's posts (with edit-history and deleted rows), reactions and files.
+#[derive(Debug, Default)]
+pub struct ChannelRows {
+    pub posts: Vec<MmPost>,
+    pub reactions: Vec<MmReaction>,
+    pub files: Vec<MmFile>,
+}
+
+/// Maps a workspace channel by channel: users, emoji and spaces when made, then each channel's
+/// room from its rows, so only one channel's posts are in memory at a time.
+pub struct Mapper {
+    /// Users, media and skips so far; `rooms` holds the spaces.
+    pub ws: Workspace,
+    o: MapOptions,
+    conv: Converter,
+    known: HashSet<String>,
+    sysadmin: Option<String>,
+    team_name: HashMap<String, String>,
+    spaces: HashSet<String>,
+    /// Team id → room ids of its public channels (the space's children).
+    members: HashMap<String, Vec<MmChannelMember>>,
+    history: HashMap<String, Vec<MmHistory>>,
+}
+
+/// Maps a whole snapshot (posts included) at once.
 pub fn workspace(snap: &Snapshot, o: &MapOptions) -> Workspace {
-    let mut ws = Workspace {
-        source: "mattermost".into(),
-        source_version: snap.version.clone(),
-        ..Default::default()
-    };
-    // Paths come from the database: nothing outside the file store is read.
-    let file = |rel: &str| -> Option<PathBuf> {
-        let rel_path = Path::new(rel);
-        let escapes = rel_path.is_absolute()
-            || (rel_path.components()).any(|c| matches!(c, std::path::Component::ParentDir));
-        if escapes {
-            return None;
-        }
-        let p = o.files.as_ref()?.join(rel_path);
-        p.is_file().then_some(p)
-    };
-
-    // Users (collisions get the id's start appended, and are reported).
-    let mut taken: HashSet<String> = HashSet::new();
-    let mut conv = Converter::default();
-    for u in &snap.users {
-        let mut local = localpart(&u.username);
-        if local.is_empty() || !taken.insert(local.clone()) {
-            let other = format!("{local}-{}", &u.id[..u.id.len().min(6)]);
-            ws.skipped.push(Skip {
-                kind: "user-renamed",
-                id: u.id.clone(),
-                reason: format!(
-                    "username {:?} maps to a taken Matrix name; imported as {other}",
-                    u.username
-                ),
-            });
-            local = other;
-            taken.insert(local.clone());
-        }
-        let user_id = format!("@{local}:{}", o.server_name);
-        let full = format!("{} {}", u.first_name, u.last_name)
-            .trim()
-            .to_owned();
-        let displayname = [full, u.nickname.clone(), u.username.clone()]
-            .into_iter()
-            .find(|s| !s.is_empty());
-        let avatar = u.picture.as_deref().and_then(file).map(|path| {
-            let media_id = format!("mm_avatar_{}", u.id);
-            ws.media.push(Media {
-                media_id: media_id.clone(),
-                path,
-                content_type: Some("image/png".into()),
-                name: Some("profile.png".into()),
-                uploader: Some(u.id.clone()),
-                created_ts: u.create_at,
-            });
-            media_id
-        });
-        conv.users.insert(
-            u.username.to_lowercase(),
-            (user_id.clone(), displayname.clone().unwrap_or_default()),
-        );
-        ws.users.push(User {
-            key: u.id.clone(),
-            user_id,
-            displayname,
-            avatar,
-            deactivated: u.delete_at > 0,
-            bot: u.bot,
-            admin: u.roles.split_whitespace().any(|r| r == "system_admin"),
-            created_ts: u.create_at,
-            password_hash: u.password.starts_with("$2").then(|| u.password.clone()),
-        });
-    }
-    let known: HashSet<&str> = snap.users.iter().map(|u| u.id.as_str()).collect();
-    let sysadmin = ws
-        .users
-        .iter()
-        .find(|u| u.admin && !u.deactivated)
-        .map(|u| u.key.clone());
-
-    // Custom emoji: images in the media repository, used inline and as reaction keys.
-    for e in snap.emoji.iter().filter(|e| e.delete_at == 0) {
-        match file(&format!("emoji/{}/image", e.id)) {
-            Some(path) => {
-                let media_id = format!("mm_emoji_{}", e.id);
-                conv.custom_emoji.insert(
-                    e.name.clone(),
-                    format!("mxc://{}/{media_id}", o.server_name),
-                );
-                ws.media.push(Media {
-                    media_id,
-                    path,
-                    content_type: None,
-                    name: Some(e.name.clone()),
-                    uploader: Some(e.creator_id.clone()),
-                    created_ts: e.create_at,
-                });
-            }
-            None => ws.skipped.push(Skip {
-                kind: "emoji",
-                id: e.id.clone(),
-                reason: format!("custom emoji :{}: has no image in the file store", e.name),
-            }),
-        }
-    }
-
-    // Teams → spaces.
-    let team_name: HashMap<&str, &str> = snap
-        .teams
-        .iter()
-        .map(|t| (t.id.as_str(), t.name.as_str()))
+    let mut m = Mapper::new(snap, o);
+    let mut rows: HashMap<&str, ChannelRows> = HashMap::new();
+    let post_channel: HashMap<&str, &str> = (snap.posts.iter())
+        .map(|p| (p.id.as_str(), p.channel_id.as_str()))
         .collect();
-    for t in snap.teams.iter().filter(|t| t.delete_at == 0) {
-        let members: Vec<&MmTeamMember> = (snap.team_members.iter())
-            .filter(|m| m.team_id == t.id && m.delete_at == 0 && known.contains(m.user_id.as_str()))
-            .collect();
-        let creator = (members.iter().find(|m| m.admin).or(members.first()))
-            .map(|m| m.user_id.clone())
-            .or_else(|| sysadmin.clone());
-        let Some(creator) = creator else {
-            ws.skipped.push(Skip {
-                kind: "team",
-                id: t.id.clone(),
-                reason: "no members".into(),
-            });
-            continue;
-        };
-        ws.rooms.push(Room {
-            key: t.id.clone(),
-            room_id: room_id(&t.id, &o.server_name),
-            kind: RoomKind::Space,
-            open: t.kind == "O",
-            name: Some(t.display_name.clone()),
-            topic: Some(t.description.clone()),
-            alias: Some(localpart(&t.name)),
-            created_ts: t.create_at,
-            creator,
-            moderators: members
-                .iter()
-                .filter(|m| m.admin)
-                .map(|m| m.user_id.clone())
-                .collect(),
-            parent: None,
-            archived_ts: None,
-            members_now: members.iter().map(|m| m.user_id.clone()).collect(),
-            timeline: Vec::new(),
-            pinned: Vec::new(),
-        });
-    }
-    let spaces: HashSet<String> = ws.rooms.iter().map(|r| r.key.clone()).collect();
-
-    // Per channel: posts, edit history, files, reactions.
-    let mut posts: HashMap<&str, Vec<&MmPost>> = HashMap::new();
-    let mut history_rows: HashMap<&str, Vec<&MmPost>> = HashMap::new();
     for p in &snap.posts {
-        if p.original_id.is_empty() {
-            posts.entry(p.channel_id.as_str()).or_default().push(p);
-        } else {
-            history_rows
-                .entry(p.original_id.as_str())
-                .or_default()
-                .push(p);
+        rows.entry(&p.channel_id).or_default().posts.push(p.clone());
+    }
+    for r in &snap.reactions {
+        if let Some(c) = post_channel.get(r.post_id.as_str()) {
+            rows.entry(c).or_default().reactions.push(r.clone());
         }
     }
-    let files: HashMap<&str, &MmFile> = snap.files.iter().map(|f| (f.id.as_str(), f)).collect();
-    let mut reactions: HashMap<&str, Vec<&MmReaction>> = HashMap::new();
-    for r in snap.reactions.iter().filter(|r| r.delete_at == 0) {
-        reactions.entry(r.post_id.as_str()).or_default().push(r);
+    for f in &snap.files {
+        if let Some(c) = post_channel.get(f.post_id.as_str()) {
+            rows.entry(c).or_default().files.push(f.clone());
+        }
+    }
+    for c in &snap.channels {
+        let r = rows.remove(c.id.as_str()).unwrap_or_default();
+        if let Some(room) = m.channel(c, &r) {
+            m.ws.rooms.push(room);
+        }
+    }
+    m.ws
+}
+
+impl Mapper {
+    /// Users, custom emoji and team spaces; `snap` needs no posts.
+    pub fn new(snap: &Snapshot, o: &MapOptions) -> Self {
+        let mut ws = Workspace {
+            source: "mattermost".into(),
+            source_version: snap.version.clone(),
+            ..Default::default()
+        };
+        let file = |rel: &str| store_file(&o.files, rel);
+
+        // Users (collisions get the id's start appended, and are reported).
+        let mut taken: HashSet<String> = HashSet::new();
+        let mut conv = Converter::default();
+        for u in &snap.users {
+            let mut local = localpart(&u.username);
+            if local.is_empty() || !taken.insert(local.clone()) {
+                let other = format!("{local}-{}", &u.id[..u.id.len().min(6)]);
+                ws.skipped.push(Skip {
+                    kind: "user-renamed",
+                    id: u.id.clone(),
+                    reason: format!(
+                        "username {:?} maps to a taken Matrix name; imported as {other}",
+                        u.username
+                    ),
+                });
+                local = other;
+                taken.insert(local.clone());
+            }
+            let user_id = format!("@{local}:{}", o.server_name);
+            let full = format!("{} {}", u.first_name, u.last_name)
+                .trim()
+                .to_owned();
+            let displayname = [full, u.nickname.clone(), u.username.clone()]
+                .into_iter()
+                .find(|s| !s.is_empty());
+            let avatar = u.picture.as_deref().and_then(file).map(|path| {
+                let media_id = format!("mm_avatar_{}", u.id);
+                ws.media.push(Media {
+                    media_id: media_id.clone(),
+                    path,
+                    content_type: Some("image/png".into()),
+                    name: Some("profile.png".into()),
+                    uploader: Some(u.id.clone()),
+                    created_ts: u.create_at,
+                });
+                media_id
+            });
+            conv.users.insert(
+                u.username.to_lowercase(),
+                (user_id.clone(), displayname.clone().unwrap_or_default()),
+            );
+            ws.users.push(User {
+                key: u.id.clone(),
+                user_id,
+                displayname,
+                avatar,
+                deactivated: u.delete_at > 0,
+                bot: u.bot,
+                admin: u.roles.split_whitespace().any(|r| r == "system_admin"),
+                created_ts: u.create_at,
+                password_hash: u.password.starts_with("$2").then(|| u.password.clone()),
+            });
+        }
+        let known: HashSet<String> = snap.users.iter().map(|u| u.id.clone()).collect();
+        let sysadmin = (ws.users.iter())
+            .find(|u| u.admin && !u.deactivated)
+            .map(|u| u.key.clone());
+
+        // Custom emoji: images in the media repository, used inline and as reaction keys.
+        for e in snap.emoji.iter().filter(|e| e.delete_at == 0) {
+            match file(&format!("emoji/{}/image", e.id)) {
+                Some(path) => {
+                    let media_id = format!("mm_emoji_{}", e.id);
+                    conv.custom_emoji.insert(
+                        e.name.clone(),
+                        format!("mxc://{}/{media_id}", o.server_name),
+                    );
+                    ws.media.push(Media {
+                        media_id,
+                        path,
+                        content_type: None,
+                        name: Some(e.name.clone()),
+                        uploader: Some(e.creator_id.clone()),
+                        created_ts: e.create_at,
+                    });
+                }
+                None => ws.skipped.push(Skip {
+                    kind: "emoji",
+                    id: e.id.clone(),
+                    reason: format!("custom emoji :{}: has no image in the file store", e.name),
+                }),
+            }
+        }
+
+        // Teams → spaces, holding their public channels.
+        let team_name: HashMap<String, String> = (snap.teams.iter())
+            .map(|t| (t.id.clone(), t.name.clone()))
+            .collect();
+        for t in snap.teams.iter().filter(|t| t.delete_at == 0) {
+            let members: Vec<&MmTeamMember> = (snap.team_members.iter())
+                .filter(|m| m.team_id == t.id && m.delete_at == 0 && known.contains(&m.user_id))
+                .collect();
+            let creator = (members.iter().find(|m| m.admin).or(members.first()))
+                .map(|m| m.user_id.clone())
+                .or_else(|| sysadmin.clone());
+            let Some(creator) = creator else {
+                ws.skipped.push(Skip {
+                    kind: "team",
+                    id: t.id.clone(),
+                    reason: "no members".into(),
+                });
+                continue;
+            };
+            let children = (snap.channels.iter())
+                .filter(|c| c.team_id == t.id && c.kind == "O")
+                .map(|c| room_id(&c.id, &o.server_name))
+                .collect();
+            ws.rooms.push(Room {
+                key: t.id.clone(),
+                room_id: room_id(&t.id, &o.server_name),
+                kind: RoomKind::Space,
+                open: t.kind == "O",
+                name: Some(t.display_name.clone()),
+                topic: Some(t.description.clone()),
+                alias: Some(localpart(&t.name)),
+                created_ts: t.create_at,
+                creator,
+                moderators: members
+                    .iter()
+                    .filter(|m| m.admin)
+                    .map(|m| m.user_id.clone())
+                    .collect(),
+                parent: None,
+                children,
+                archived_ts: None,
+                members_now: members.iter().map(|m| m.user_id.clone()).collect(),
+                timeline: Vec::new(),
+                pinned: Vec::new(),
+            });
+        }
+        let spaces: HashSet<String> = ws.rooms.iter().map(|r| r.key.clone()).collect();
+        let mut members: HashMap<String, Vec<MmChannelMember>> = HashMap::new();
+        for m in snap
+            .channel_members
+            .iter()
+            .filter(|m| known.contains(&m.user_id))
+        {
+            members
+                .entry(m.channel_id.clone())
+                .or_default()
+                .push(m.clone());
+        }
+        let mut history: HashMap<String, Vec<MmHistory>> = HashMap::new();
+        for h in snap.history.iter().filter(|h| known.contains(&h.user_id)) {
+            history
+                .entry(h.channel_id.clone())
+                .or_default()
+                .push(h.clone());
+        }
+        Mapper {
+            ws,
+            o: o.clone(),
+            conv,
+            known,
+            sysadmin,
+            team_name,
+            spaces,
+            members,
+            history,
+        }
     }
 
-    for c in &snap.channels {
+    /// The room of one channel, from its rows (`None`, with a report line, when it cannot be
+    /// made).
+    pub fn channel(&mut self, c: &MmChannel, rows: &ChannelRows) -> Option<Room> {
+        let o = &self.o;
+        let ws = &mut self.ws;
         let kind = match c.kind.as_str() {
             "O" => RoomKind::Public,
             "P" => RoomKind::Private,
@@ -250,16 +323,14 @@ pub fn workspace(snap: &Snapshot, o: &MapOptions) -> Workspace {
                     id: c.id.clone(),
                     reason: format!("unknown type {other:?}"),
                 });
-                continue;
+                return None;
             }
         };
-        let members_now: Vec<String> = (snap.channel_members.iter())
-            .filter(|m| m.channel_id == c.id && known.contains(m.user_id.as_str()))
-            .map(|m| m.user_id.clone())
-            .collect();
-        let hist: Vec<&MmHistory> = (snap.history.iter())
-            .filter(|h| h.channel_id == c.id && known.contains(h.user_id.as_str()))
-            .collect();
+        let no_members = Vec::new();
+        let members = self.members.get(&c.id).unwrap_or(&no_members);
+        let no_history = Vec::new();
+        let hist = self.history.get(&c.id).unwrap_or(&no_history);
+        let members_now: Vec<String> = members.iter().map(|m| m.user_id.clone()).collect();
         let dm_first = c
             .name
             .split("__")
@@ -273,21 +344,25 @@ pub fn workspace(snap: &Snapshot, o: &MapOptions) -> Workspace {
         ]
         .into_iter()
         .flatten()
-        .find(|u| known.contains(u))
+        .find(|u| self.known.contains(*u))
         .map(str::to_owned)
-        .or_else(|| sysadmin.clone());
+        .or_else(|| self.sysadmin.clone());
         let Some(creator) = creator else {
             ws.skipped.push(Skip {
                 kind: "channel",
                 id: c.id.clone(),
                 reason: "no user to create the room".into(),
             });
-            continue;
+            return None;
         };
-        let chan_posts = posts.remove(c.id.as_str()).unwrap_or_default();
+        let posts: Vec<&MmPost> = rows
+            .posts
+            .iter()
+            .filter(|p| p.original_id.is_empty())
+            .collect();
         // The name and topic the channel started with: before its first recorded change.
         let first_prop = |kind: &str, key: &str| -> Option<String> {
-            chan_posts.iter().find(|p| p.kind == kind).and_then(|p| {
+            posts.iter().find(|p| p.kind == kind).and_then(|p| {
                 let props: Value = serde_json::from_str(&p.props).ok()?;
                 props[key].as_str().map(str::to_owned)
             })
@@ -302,8 +377,10 @@ pub fn workspace(snap: &Snapshot, o: &MapOptions) -> Workspace {
         let topic = first_prop("system_header_change", "old_header")
             .or_else(|| Some(c.header.clone()).filter(|h| !h.is_empty()))
             .or_else(|| Some(c.purpose.clone()).filter(|p| !p.is_empty()));
-        let parent = Some(c.team_id.clone()).filter(|t| spaces.contains(t));
-        let alias = match (kind, team_name.get(c.team_id.as_str())) {
+        let parent = Some(c.team_id.clone())
+            .filter(|t| self.spaces.contains(t))
+            .map(|t| room_id(&t, &o.server_name));
+        let alias = match (kind, self.team_name.get(&c.team_id)) {
             (RoomKind::Public | RoomKind::Private, Some(team)) => {
                 Some(localpart(&format!("{team}-{}", c.name)))
             }
@@ -319,17 +396,19 @@ pub fn workspace(snap: &Snapshot, o: &MapOptions) -> Workspace {
             alias,
             created_ts: c.create_at,
             creator,
-            moderators: (snap.channel_members.iter())
-                .filter(|m| m.channel_id == c.id && m.admin)
+            moderators: members
+                .iter()
+                .filter(|m| m.admin)
                 .map(|m| m.user_id.clone())
                 .collect(),
             parent,
+            children: Vec::new(),
             archived_ts: (c.delete_at > 0).then_some(c.delete_at),
             members_now,
             timeline: Vec::new(),
             pinned: Vec::new(),
         };
-        for h in &hist {
+        for h in hist {
             room.timeline.push(Item {
                 ts: h.join_time,
                 sender: h.user_id.clone(),
@@ -345,38 +424,53 @@ pub fn workspace(snap: &Snapshot, o: &MapOptions) -> Workspace {
                 });
             }
         }
-        for p in chan_posts {
-            post_items(
-                p,
-                &mut room,
-                &mut ws,
-                &conv,
-                o,
-                &known,
-                &files,
-                &reactions,
-                &history_rows,
-                &file,
-            );
+        let mut history_rows: HashMap<&str, Vec<&MmPost>> = HashMap::new();
+        for p in rows.posts.iter().filter(|p| !p.original_id.is_empty()) {
+            history_rows
+                .entry(p.original_id.as_str())
+                .or_default()
+                .push(p);
         }
-        ws.rooms.push(room);
+        let files: HashMap<&str, &MmFile> = rows.files.iter().map(|f| (f.id.as_str(), f)).collect();
+        let mut reactions: HashMap<&str, Vec<&MmReaction>> = HashMap::new();
+        for r in rows.reactions.iter().filter(|r| r.delete_at == 0) {
+            reactions.entry(r.post_id.as_str()).or_default().push(r);
+        }
+        let ctx = PostCtx {
+            conv: &self.conv,
+            o,
+            known: &self.known,
+            files: &files,
+            reactions: &reactions,
+            history_rows: &history_rows,
+        };
+        for p in posts {
+            post_items(p, &mut room, ws, &ctx);
+        }
+        Some(room)
     }
-    ws
 }
 
-#[allow(clippy::too_many_arguments)]
-fn post_items(
-    p: &MmPost,
-    room: &mut Room,
-    ws: &mut Workspace,
-    conv: &Converter,
-    o: &MapOptions,
-    known: &HashSet<&str>,
-    files: &HashMap<&str, &MmFile>,
-    reactions: &HashMap<&str, Vec<&MmReaction>>,
-    history_rows: &HashMap<&str, Vec<&MmPost>>,
-    file: &dyn Fn(&str) -> Option<PathBuf>,
-) {
+/// What mapping one post needs besides the post.
+struct PostCtx<'a> {
+    conv: &'a Converter,
+    o: &'a MapOptions,
+    known: &'a HashSet<String>,
+    files: &'a HashMap<&'a str, &'a MmFile>,
+    reactions: &'a HashMap<&'a str, Vec<&'a MmReaction>>,
+    history_rows: &'a HashMap<&'a str, Vec<&'a MmPost>>,
+}
+
+fn post_items(p: &MmPost, room: &mut Room, ws: &mut Workspace, ctx: &PostCtx) {
+    let PostCtx {
+        conv,
+        o,
+        known,
+        files,
+        reactions,
+        history_rows,
+    } = *ctx;
+    let file = |rel: &str| store_file(&o.files, rel);
     let skip = |ws: &mut Workspace, kind: &'static str, reason: String| {
         ws.skipped.push(Skip {
             kind,
@@ -589,7 +683,7 @@ fn post_items(
     if p.delete_at > 0 {
         let by = props["deleteBy"]
             .as_str()
-            .filter(|u| known.contains(u))
+            .filter(|u| known.contains(*u))
             .unwrap_or(&p.user_id);
         room.timeline.push(Item {
             ts: p.delete_at,
@@ -631,17 +725,4 @@ fn attachments_text(props: &Value) -> Option<String> {
         }
     }
     (!out.is_empty()).then(|| out.join("\n\n"))
-}
-
-/// Post id → live post counts per channel, for reports and tests: what the import should show.
-pub fn live_posts(snap: &Snapshot) -> BTreeMap<String, usize> {
-    let mut m = BTreeMap::new();
-    for p in snap
-        .posts
-        .iter()
-        .filter(|p| p.delete_at == 0 && p.original_id.is_empty())
-    {
-        *m.entry(p.channel_id.clone()).or_default() += 1;
-    }
-    m
 }
