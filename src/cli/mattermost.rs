@@ -110,6 +110,10 @@ pub struct ImportArgs {
     /// What to do with deleted posts.
     #[arg(long, value_enum, default_value = "omit")]
     pub deleted: DeletedArg,
+    /// JSON file mapping Mattermost usernames to Matrix localparts (or user ids), e.g.
+    /// {"jdoe": "john.doe"}; everyone else keeps their username.
+    #[arg(long, value_name = "FILE")]
+    pub user_map: Option<PathBuf>,
     /// Room version of the new rooms.
     #[arg(long, default_value = "10")]
     pub room_version: String,
@@ -285,15 +289,29 @@ fn server_key(a: &ImportArgs, archive: &Archive) -> Result<ServerKey> {
     Ok(new_server_key(&archive.keys_dir())?)
 }
 
-fn map_options(a: &ImportArgs, files: Option<PathBuf>) -> MapOptions {
-    MapOptions {
+fn map_options(a: &ImportArgs, files: Option<PathBuf>) -> Result<MapOptions> {
+    let user_map = match &a.user_map {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{}: expected a JSON object of username → localpart",
+                    p.display()
+                )
+            })?
+        }
+        None => Default::default(),
+    };
+    Ok(MapOptions {
+        user_map,
         server_name: a.server_name.clone(),
         files,
         deleted: match a.deleted {
             DeletedArg::Omit => Deleted::Omit,
             DeletedArg::Redact => Deleted::Redact,
         },
-    }
+    })
 }
 
 async fn import(a: ImportArgs) -> Result<i32> {
@@ -309,7 +327,7 @@ async fn import(a: ImportArgs) -> Result<i32> {
             let files = a.archive.join("mattermost-files");
             eprintln!("reading the bulk export {} …", zip.display());
             let snap = export::read(zip, &files)?;
-            let ws = workspace(&snap, &map_options(&a, Some(files)));
+            let ws = workspace(&snap, &map_options(&a, Some(files))?);
             drop(snap);
             forge(&ws, &key, &archive, &forge_options, &Progress::new())?
         }
@@ -375,7 +393,7 @@ async fn import_database(
         }
         None => src.files.clone(),
     };
-    let mut mapper = Mapper::new(&meta, &map_options(a, files));
+    let mut mapper = Mapper::new(&meta, &map_options(a, files)?);
     let mut forger = Forger::new(&mapper.ws.users, key, archive, forge_options)?;
     for m in std::mem::take(&mut mapper.ws.media) {
         forger.media(&m)?;
@@ -383,6 +401,10 @@ async fn import_database(
     for space in std::mem::take(&mut mapper.ws.rooms) {
         forger.room(&space)?;
     }
+    // Reading and mapping the next channel overlaps with forging the previous ones (signing is
+    // most of the work), one room per core in flight; results are recorded in channel order.
+    let in_flight = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut pending = std::collections::VecDeque::new();
     let bar = Progress::new().bar("channels", meta.channels.len() as u64);
     for c in &meta.channels {
         let rows = if forger.is_done(&room_id(&c.id, &a.server_name)) {
@@ -397,8 +419,18 @@ async fn import_database(
             for m in std::mem::take(&mut mapper.ws.media) {
                 forger.media(&m)?;
             }
-            forger.room(&room)?;
+            let job = forger.job(room);
+            pending.push_back(tokio::task::spawn_blocking(move || job.run()));
         }
+        while pending.len() >= in_flight {
+            let (room, forged) = pending.pop_front().expect("not empty").await??;
+            forger.record(&room, forged)?;
+            bar.inc(1);
+        }
+    }
+    while let Some(job) = pending.pop_front() {
+        let (room, forged) = job.await??;
+        forger.record(&room, forged)?;
         bar.inc(1);
     }
     bar.finish();

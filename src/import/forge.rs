@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use ruma::signatures::Ed25519KeyPair;
 use serde_json::{json, Map, Value};
@@ -73,10 +74,7 @@ pub fn forge(
 pub struct Forger<'a> {
     archive: &'a Archive,
     checkpoint: Checkpoint,
-    keypair: Ed25519KeyPair,
-    options: ForgeOptions,
-    users: HashMap<String, User>,
-    by_user_id: HashMap<String, String>,
+    shared: Arc<Shared>,
     joined: HashMap<String, Vec<String>>,
     direct: HashMap<String, BTreeMap<String, Vec<String>>>,
     sum: ForgeSummary,
@@ -105,16 +103,19 @@ impl<'a> Forger<'a> {
             counts: BTreeMap::new(),
             errors: Vec::new(),
         })?;
-        Ok(Forger {
-            archive,
-            checkpoint,
+        let shared = Shared {
+            archive: archive.clone(),
             keypair: key.keypair(),
             options: options.clone(),
             users: users.iter().map(|u| (u.key.clone(), u.clone())).collect(),
-            by_user_id: users
-                .iter()
+            by_user_id: (users.iter())
                 .map(|u| (u.user_id.clone(), u.key.clone()))
                 .collect(),
+        };
+        Ok(Forger {
+            archive,
+            checkpoint,
+            shared: Arc::new(shared),
             joined: HashMap::new(),
             direct: HashMap::new(),
             sum: ForgeSummary::default(),
@@ -129,12 +130,13 @@ impl<'a> Forger<'a> {
     /// Copies one file into the archive's media.
     pub fn media(&mut self, m: &crate::import::model::Media) -> Result<()> {
         if !self.checkpoint.is_done(ItemKind::Media, &m.media_id) {
+            let s = &self.shared;
             put_media(
                 self.archive,
                 &self.checkpoint,
                 m,
-                &self.users,
-                &self.options.server_name,
+                &s.users,
+                &s.options.server_name,
             )?;
         }
         self.sum.media += 1;
@@ -143,30 +145,35 @@ impl<'a> Forger<'a> {
 
     /// Forges one room (unless the archive has it).
     pub fn room(&mut self, room: &Room) -> Result<()> {
-        if self.is_done(&room.room_id) {
-            self.sum.rooms_already_done += 1;
+        let forged = if self.is_done(&room.room_id) {
+            None
         } else {
-            let ctx = RoomCtx {
-                users: &self.users,
-                by_user_id: &self.by_user_id,
-                server_name: &self.options.server_name,
-            };
-            let done = forge_room(
-                self.archive,
-                &self.keypair,
-                room,
-                &ctx,
-                &self.options.room_version,
-            )
-            .map_err(|e| Error::Archive {
-                path: self.archive.room_dir(&room.room_id),
-                reason: format!("forging {} ({}): {e}", room.room_id, room.key),
-            })?;
-            self.sum.events += done.events;
-            self.sum.joins_added += done.joins_added;
-            self.sum.skipped += done.entry.errors.len() as u64;
-            self.checkpoint.record(done.entry)?;
-            self.sum.rooms += 1;
+            Some(self.shared.forge(room)?)
+        };
+        self.record(room, forged)
+    }
+
+    /// The work of forging `room`, to run on another thread; hand its result to
+    /// [`Forger::record`] (in the order the rooms were given, for a reproducible archive).
+    pub fn job(&self, room: Room) -> RoomJob {
+        RoomJob {
+            done: self.is_done(&room.room_id),
+            room,
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Records a forged room (`None`: it was in the archive already).
+    pub fn record(&mut self, room: &Room, forged: Option<Forged>) -> Result<()> {
+        match forged {
+            None => self.sum.rooms_already_done += 1,
+            Some(done) => {
+                self.sum.events += done.events;
+                self.sum.joins_added += done.joins_added;
+                self.sum.skipped += done.entry.errors.len() as u64;
+                self.checkpoint.record(done.entry)?;
+                self.sum.rooms += 1;
+            }
         }
         let members = &room.members_now;
         for m in members {
@@ -180,7 +187,7 @@ impl<'a> Forger<'a> {
                 let others: Vec<&String> = members.iter().filter(|o| *o != m).collect();
                 let targets = if others.is_empty() { vec![m] } else { others };
                 for o in targets {
-                    let Some(other) = self.users.get(o) else {
+                    let Some(other) = self.shared.users.get(o) else {
                         continue;
                     };
                     (self.direct.entry(m.clone()).or_default())
@@ -217,7 +224,7 @@ impl<'a> Forger<'a> {
                 user_type: u.bot.then(|| "bot".to_owned()),
                 creation_ts: Some(u.created_ts),
                 displayname: u.displayname.clone(),
-                avatar_url: mxc(&self.options.server_name, &u.avatar),
+                avatar_url: mxc(&self.shared.options.server_name, &u.avatar),
                 account_data,
                 joined_rooms: self.joined.remove(&u.key).unwrap_or_default(),
                 secrets: UserSecrets {
@@ -254,10 +261,59 @@ impl<'a> Forger<'a> {
         crate::archive::finalize::finalize(
             archive,
             &self.checkpoint,
-            &self.options.server_name,
+            &self.shared.options.server_name,
             source,
         )?;
         Ok(self.sum)
+    }
+}
+
+/// What every room's forging shares (read-only, across threads).
+struct Shared {
+    archive: Archive,
+    keypair: Ed25519KeyPair,
+    options: ForgeOptions,
+    users: HashMap<String, User>,
+    by_user_id: HashMap<String, String>,
+}
+
+impl Shared {
+    fn forge(&self, room: &Room) -> Result<Forged> {
+        let ctx = RoomCtx {
+            users: &self.users,
+            by_user_id: &self.by_user_id,
+            server_name: &self.options.server_name,
+        };
+        forge_room(
+            &self.archive,
+            &self.keypair,
+            room,
+            &ctx,
+            &self.options.room_version,
+        )
+        .map_err(|e| Error::Archive {
+            path: self.archive.room_dir(&room.room_id),
+            reason: format!("forging {} ({}): {e}", room.room_id, room.key),
+        })
+    }
+}
+
+/// One room to forge on a worker thread.
+pub struct RoomJob {
+    room: Room,
+    done: bool,
+    shared: Arc<Shared>,
+}
+
+impl RoomJob {
+    /// Forges the room (the slow part: signing, hashing, compressing).
+    pub fn run(self) -> Result<(Room, Option<Forged>)> {
+        let forged = if self.done {
+            None
+        } else {
+            Some(self.shared.forge(&self.room)?)
+        };
+        Ok((self.room, forged))
     }
 }
 
@@ -322,7 +378,8 @@ struct RoomCtx<'a> {
     server_name: &'a str,
 }
 
-struct Forged {
+/// A room written into the archive.
+pub struct Forged {
     entry: Entry,
     events: u64,
     joins_added: u64,

@@ -29,6 +29,9 @@ pub struct MapOptions {
     /// The file store's root (`FileSettings.Directory`).
     pub files: Option<PathBuf>,
     pub deleted: Deleted,
+    /// Mattermost username → Matrix localpart (or full user id), where the default (the
+    /// username) is not wanted.
+    pub user_map: HashMap<String, String>,
 }
 
 /// System posts that say who joined or left: the membership events (from
@@ -149,7 +152,14 @@ impl Mapper {
         let mut taken: HashSet<String> = HashSet::new();
         let mut conv = Converter::default();
         for u in &snap.users {
-            let mut local = localpart(&u.username);
+            let wanted = o.user_map.get(&u.username).map(|m| {
+                m.trim_start_matches('@')
+                    .split(':')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            });
+            let mut local = localpart(wanted.as_deref().unwrap_or(&u.username));
             if local.is_empty() || !taken.insert(local.clone()) {
                 let other = format!("{local}-{}", &u.id[..u.id.len().min(6)]);
                 ws.skipped.push(Skip {
@@ -725,4 +735,49 @@ fn attachments_text(props: &Value) -> Option<String> {
         }
     }
     (!out.is_empty()).then(|| out.join("\n\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str, username: &str) -> MmUser {
+        MmUser {
+            id: id.into(),
+            username: username.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn user_ids_follow_the_map_and_collisions_are_reported() {
+        let snap = Snapshot {
+            users: vec![
+                user("aaaaaaaaaaaaaaaaaaaaaaaaaa", "alice"),
+                user("bbbbbbbbbbbbbbbbbbbbbbbbbb", "Bob"),
+                user("cccccccccccccccccccccccccc", "bob"),
+                user("dddddddddddddddddddddddddd", "remote:other"),
+            ],
+            ..Default::default()
+        };
+        let o = MapOptions {
+            server_name: "s.test".into(),
+            files: None,
+            deleted: Deleted::Omit,
+            user_map: HashMap::from([("alice".into(), "@alice.a:s.test".into())]),
+        };
+        let ws = workspace(&snap, &o);
+        let ids: Vec<&str> = ws.users.iter().map(|u| u.user_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "@alice.a:s.test",
+                "@bob:s.test",
+                "@bob-cccccc:s.test",
+                "@remote=other:s.test"
+            ]
+        );
+        assert_eq!(ws.skipped.len(), 1);
+        assert_eq!(ws.skipped[0].kind, "user-renamed");
+    }
 }
