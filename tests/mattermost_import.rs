@@ -116,6 +116,14 @@ fn uid(username: &str) -> String {
     format!("@{username}:{SERVER}")
 }
 
+/// The timeline event ids of a room in an archive.
+fn event_ids(a: &Archive, room: &str) -> Vec<String> {
+    PduReader::open(&a.room_dir(room).join(EVENTS))
+        .unwrap()
+        .map(|l| l.unwrap().event_id)
+        .collect()
+}
+
 fn mapping(archive: &Path, key: &str) -> BTreeMap<String, String> {
     fsutil::read_json(&archive.join("mapping").join(format!("{key}.json"))).unwrap()
 }
@@ -402,13 +410,11 @@ fn mysql_forges_the_same_events_as_postgres() {
     let rooms = archive.room_ids().unwrap();
     assert_eq!(rooms, other.room_ids().unwrap());
     for r in rooms {
-        let ids = |a: &Archive| -> Vec<String> {
-            PduReader::open(&a.room_dir(&r).join(EVENTS))
-                .unwrap()
-                .map(|l| l.unwrap().event_id)
-                .collect()
-        };
-        assert_eq!(ids(&archive), ids(&other), "events of {r}");
+        assert_eq!(
+            event_ids(&archive, &r),
+            event_ids(&other, &r),
+            "events of {r}"
+        );
     }
 }
 
@@ -609,13 +615,11 @@ fn over_ssh_the_import_is_the_same_and_a_changed_host_key_stops_it() {
     );
     assert_eq!(a.room_ids().unwrap(), b.room_ids().unwrap());
     for r in a.room_ids().unwrap() {
-        let ids = |x: &Archive| -> Vec<String> {
-            PduReader::open(&x.room_dir(&r).join(EVENTS))
-                .unwrap()
-                .map(|l| l.unwrap().event_id)
-                .collect()
-        };
-        assert_eq!(ids(&a), ids(&b), "events of {r} over SSH");
+        assert_eq!(
+            event_ids(&a, &r),
+            event_ids(&b, &r),
+            "events of {r} over SSH"
+        );
     }
     let media = |x: &Path| std::fs::read_dir(x.join("media/meta")).unwrap().count();
     assert_eq!(media(&pg.archive), media(&archive), "files copied over SSH");
