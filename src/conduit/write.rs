@@ -193,7 +193,7 @@ fn write_into<S: Store>(
     for meta in &plan.media {
         w.put_media(meta, &archive.media_blob_path(&meta.sha256), media_dir)?;
         sum.media += 1;
-        if sum.media % 1000 == 0 {
+        if sum.media.is_multiple_of(1000) {
             w.commit()?;
         }
     }
