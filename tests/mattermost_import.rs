@@ -695,3 +695,78 @@ fn bad_sources_give_clear_errors() {
         assert!(!archive.join("manifest.json").exists());
     }
 }
+
+#[test]
+fn deleted_posts_can_be_imported_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (archive, db) = (dir.path().join("archive"), dir.path().join("conduit"));
+    let (dsn, files) = (env("TM_MM_PG_URL"), env("TM_MM_FILES"));
+    let out = common::tm(
+        &[
+            "mattermost",
+            "import",
+            "--data-source",
+            &dsn,
+            "--files",
+            &files,
+            "--server-name",
+            SERVER,
+            "--archive",
+            archive.to_str().unwrap(),
+            "--conduit-db",
+            db.to_str().unwrap(),
+            "--deleted",
+            "redact",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = common::tm(
+        &[
+            "conduit",
+            "verify",
+            "--database",
+            db.to_str().unwrap(),
+            "--archive",
+            archive.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "verify: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // One redaction per deleted post (a deleted root takes its replies along), each target
+    // stored pruned, as Conduit keeps redacted events.
+    let mut store = SqliteStore::open(&db).unwrap();
+    let (mut redactions, mut deleted) = (0, 0);
+    for c in fixture()["channels"].as_array().unwrap() {
+        deleted += c["counts"]["deleted"].as_u64().unwrap();
+        let room_id = format!("!mm_{}:{SERVER}", c["id"].as_str().unwrap());
+        let pdus = reader::timeline_pdus(&mut store, &room_id).unwrap();
+        for r in pdus.iter().filter(|p| p["type"] == "m.room.redaction") {
+            redactions += 1;
+            let target = r["redacts"]
+                .as_str()
+                .or(r["content"]["redacts"].as_str())
+                .unwrap();
+            let ev = pdus
+                .iter()
+                .find(|p| p["event_id"] == target)
+                .expect("the redacted event is in the room");
+            assert!(
+                ev["content"].get("body").is_none(),
+                "{target} is stored pruned: {}",
+                ev["content"]
+            );
+        }
+    }
+    assert_eq!(redactions, deleted);
+}

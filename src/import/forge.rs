@@ -470,6 +470,8 @@ struct RoomForge<'a> {
     /// (sender, target, key) of reactions already sent.
     reactions: HashSet<(String, String, String)>,
     redacted: HashSet<String>,
+    /// Source keys of messages a later item redacts.
+    to_redact: HashSet<String>,
     last_ts: i64,
     joins_added: u64,
     skipped: Vec<String>,
@@ -506,6 +508,12 @@ impl<'a> RoomForge<'a> {
             thread_last: HashMap::new(),
             reactions: HashSet::new(),
             redacted: HashSet::new(),
+            to_redact: (room.timeline.iter())
+                .filter_map(|i| match &i.kind {
+                    Kind::Redaction { target } => Some(target.clone()),
+                    _ => None,
+                })
+                .collect(),
             last_ts: room.created_ts,
             joins_added: 0,
             skipped: Vec::new(),
@@ -521,12 +529,31 @@ impl<'a> RoomForge<'a> {
         c: Value,
         ts: i64,
     ) -> Result<String> {
+        self.send_maybe_pruned(sender, kind, sk, c, ts, false)
+    }
+
+    /// Sends an event; `pruned`: stores it as a redaction leaves it (a later item redacts it),
+    /// which is how Conduit and Synapse keep redacted events. Its id is the same either way:
+    /// the reference hash covers only what a redaction keeps.
+    fn send_maybe_pruned(
+        &mut self,
+        sender: &str,
+        kind: &str,
+        sk: Option<&str>,
+        c: Value,
+        ts: i64,
+        pruned: bool,
+    ) -> Result<String> {
         let ts = ts.max(self.last_ts);
         self.last_ts = ts;
-        let line = self
+        let mut line = self
             .b
             .send(sender, kind, sk, c, ts)
             .map_err(|e| Error::Config(e.to_string()))?;
+        if pruned {
+            ruma::canonical_json::redact_in_place(&mut line.pdu, self.b.redaction_rules(), None)
+                .map_err(|e| Error::Config(format!("redacting {}: {e}", line.event_id)))?;
+        }
         let id = line.event_id.clone();
         self.out.push(&line)?;
         Ok(id)
@@ -715,7 +742,12 @@ impl<'a> RoomForge<'a> {
                         item.key.as_deref().unwrap_or("message")
                     ));
                 }
-                let id = self.send(&sender, event_type, None, content, item.ts)?;
+                let pruned = item
+                    .key
+                    .as_ref()
+                    .is_some_and(|k| self.to_redact.contains(k));
+                let id =
+                    self.send_maybe_pruned(&sender, event_type, None, content, item.ts, pruned)?;
                 if let Some(root) = root {
                     self.thread_last.insert(root, id.clone());
                 }

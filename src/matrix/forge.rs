@@ -52,6 +52,11 @@ impl<'k> RoomBuilder<'k> {
         &self.room_id
     }
 
+    /// What a redaction keeps of an event in this room's version.
+    pub fn redaction_rules(&self) -> &ruma::room_version_rules::RedactionRules {
+        &self.rules.redaction
+    }
+
     /// Appends one event and returns it, signed, with its id.
     pub fn send(
         &mut self,
