@@ -770,3 +770,52 @@ fn deleted_posts_can_be_imported_redacted() {
     }
     assert_eq!(redactions, deleted);
 }
+
+#[test]
+fn test_mattermost_reports_each_step() {
+    let (config, files) = (env("TM_MM_CONFIG"), env("TM_MM_FILES"));
+    let out = common::tm(
+        &[
+            "test",
+            "mattermost",
+            "--mattermost-config",
+            &config,
+            "--files",
+            &files,
+        ],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let totals = &fixture()["totals"];
+    for want in [
+        "✓ config.json".to_owned(),
+        "✓ connected to Postgres".to_owned(),
+        format!(
+            "✓ {} users, {} teams, {} channels, {} posts",
+            totals["users"], totals["teams"], totals["channels"], totals["posts"]
+        ),
+        "✓ file store".to_owned(),
+    ] {
+        assert!(stdout.contains(&want), "expected {want:?} in:\n{stdout}");
+    }
+    let out = common::tm(
+        &[
+            "test",
+            "mattermost",
+            "--data-source",
+            "postgres://mmuser:wrong@127.0.0.1:15432/mattermost?sslmode=disable",
+        ],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("✗") && stdout.contains("password authentication failed"),
+        "{stdout}"
+    );
+}
