@@ -76,19 +76,37 @@ fn import(driver: &str, dsn: &str, conduit: bool, dir: Option<tempfile::TempDir>
     if conduit {
         args.extend(["--conduit-db", db.to_str().unwrap(), "--backend", "sqlite"]);
     }
-    let out = common::tm(&args, &[]);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "import failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = tm_ok(&args);
     Imported {
         _dir: dir,
         archive,
         db,
         stdout,
     }
+}
+
+/// Runs the binary; it must succeed. Returns its standard output.
+fn tm_ok(args: &[&str]) -> String {
+    let out = common::tm(args, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// `conduit verify` of a written database against its archive must pass.
+fn verify(db: &Path, archive: &Path) {
+    tm_ok(&[
+        "conduit",
+        "verify",
+        "--database",
+        db.to_str().unwrap(),
+        "--archive",
+        archive.to_str().unwrap(),
+    ]);
 }
 
 fn postgres() -> &'static Imported {
@@ -131,22 +149,7 @@ fn mapping(archive: &Path, key: &str) -> BTreeMap<String, String> {
 #[test]
 fn postgres_import_verifies_and_reads_back_as_the_fixture() {
     let imp = postgres();
-    let out = common::tm(
-        &[
-            "conduit",
-            "verify",
-            "--database",
-            imp.db.to_str().unwrap(),
-            "--archive",
-            imp.archive.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "verify: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    verify(&imp.db, &imp.archive);
 
     let f = fixture();
     let missing_users: BTreeSet<&str> = f["anomalies"]["missing_user"]
@@ -483,27 +486,18 @@ fn the_bulk_export_gives_the_same_rooms_and_messages() {
     let archive = dir.path().join("archive");
     let key = key_file(dir.path());
     let zip = env("TM_MM_EXPORT");
-    let out = common::tm(
-        &[
-            "mattermost",
-            "import",
-            "--export",
-            &zip,
-            "--server-name",
-            SERVER,
-            "--archive",
-            archive.to_str().unwrap(),
-            "--signing-key",
-            key.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tm_ok(&[
+        "mattermost",
+        "import",
+        "--export",
+        &zip,
+        "--server-name",
+        SERVER,
+        "--archive",
+        archive.to_str().unwrap(),
+        "--signing-key",
+        key.to_str().unwrap(),
+    ]);
     let from_db = messages_by_room(&pg.archive);
     let from_export = messages_by_room(&archive);
     let archived: BTreeSet<String> = fixture()["channels"]
@@ -701,47 +695,23 @@ fn deleted_posts_can_be_imported_redacted() {
     let dir = tempfile::tempdir().unwrap();
     let (archive, db) = (dir.path().join("archive"), dir.path().join("conduit"));
     let (dsn, files) = (env("TM_MM_PG_URL"), env("TM_MM_FILES"));
-    let out = common::tm(
-        &[
-            "mattermost",
-            "import",
-            "--data-source",
-            &dsn,
-            "--files",
-            &files,
-            "--server-name",
-            SERVER,
-            "--archive",
-            archive.to_str().unwrap(),
-            "--conduit-db",
-            db.to_str().unwrap(),
-            "--deleted",
-            "redact",
-        ],
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = common::tm(
-        &[
-            "conduit",
-            "verify",
-            "--database",
-            db.to_str().unwrap(),
-            "--archive",
-            archive.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "verify: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    tm_ok(&[
+        "mattermost",
+        "import",
+        "--data-source",
+        &dsn,
+        "--files",
+        &files,
+        "--server-name",
+        SERVER,
+        "--archive",
+        archive.to_str().unwrap(),
+        "--conduit-db",
+        db.to_str().unwrap(),
+        "--deleted",
+        "redact",
+    ]);
+    verify(&db, &archive);
 
     // One redaction per deleted post (a deleted root takes its replies along), each target
     // stored pruned, as Conduit keeps redacted events.
@@ -774,23 +744,14 @@ fn deleted_posts_can_be_imported_redacted() {
 #[test]
 fn test_mattermost_reports_each_step() {
     let (config, files) = (env("TM_MM_CONFIG"), env("TM_MM_FILES"));
-    let out = common::tm(
-        &[
-            "test",
-            "mattermost",
-            "--mattermost-config",
-            &config,
-            "--files",
-            &files,
-        ],
-        &[],
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = tm_ok(&[
+        "test",
+        "mattermost",
+        "--mattermost-config",
+        &config,
+        "--files",
+        &files,
+    ]);
     let totals = &fixture()["totals"];
     for want in [
         "✓ config.json".to_owned(),

@@ -14,7 +14,7 @@ use transition_matrix::mattermost::config::{DataSource, MattermostConfig};
 use transition_matrix::mattermost::db::MattermostDb;
 use transition_matrix::mattermost::export;
 use transition_matrix::mattermost::map::{
-    room_id, workspace, ChannelRows, Deleted, MapOptions, Mapper,
+    room_id, store_relative, workspace, ChannelRows, Deleted, MapOptions, Mapper,
 };
 use transition_matrix::mattermost::rows::{MmFile, Snapshot};
 use transition_matrix::progress::Progress;
@@ -148,12 +148,16 @@ fn ssh_options(a: &SourceArgs, target: &str) -> Result<SshOptions> {
     Ok(o)
 }
 
-/// The database and file store, from config.json (local or over SSH) and the flags.
-pub async fn open_source(a: &SourceArgs) -> Result<Source> {
-    let ssh = match &a.ssh {
+/// The SSH session to the Mattermost host, when `--ssh` asks for one.
+pub async fn connect_ssh(a: &SourceArgs) -> Result<Option<Ssh>> {
+    Ok(match &a.ssh {
         Some(target) => Some(Ssh::connect(&ssh_options(a, target)?).await?),
         None => None,
-    };
+    })
+}
+
+/// The database and file store, from config.json (local or over `ssh`) and the flags.
+pub async fn open_source(a: &SourceArgs, ssh: Option<Ssh>) -> Result<Source> {
     let config = match (&a.mattermost_config, &ssh) {
         (Some(p), None) => {
             let text = std::fs::read_to_string(p)
@@ -245,15 +249,10 @@ async fn fetch_remote_files(
     dir: &Path,
 ) -> Result<u64> {
     let mut n = 0;
-    for rel in paths {
-        let rel_path = Path::new(&rel);
-        if rel_path.is_absolute()
-            || rel_path
-                .components()
-                .any(|c| matches!(c, std::path::Component::ParentDir))
-        {
+    for rel in &paths {
+        let Some(rel_path) = store_relative(rel) else {
             continue;
-        }
+        };
         let local = dir.join(rel_path);
         if local.is_file() {
             continue;
@@ -357,7 +356,7 @@ async fn import_database(
     key: &ServerKey,
     forge_options: &ForgeOptions,
 ) -> Result<ForgeSummary> {
-    let src = open_source(&a.source).await?;
+    let src = open_source(&a.source, connect_ssh(&a.source).await?).await?;
     let ds = &src.ds;
     if let (Some(f), None) = (&src.files, &src.ssh) {
         if !f.is_dir() {
@@ -501,22 +500,20 @@ pub async fn diagnose(a: &SourceArgs) -> bool {
             }
         }
     }
-    if let Some(target) = &a.ssh {
-        match ssh_options(a, target) {
-            Ok(o) => match Ssh::connect(&o).await {
-                Ok(_) => println!("✓ SSH {target}: host key known, logged in"),
-                Err(e) => {
-                    println!("✗ {e}");
-                    return false;
-                }
-            },
-            Err(e) => {
-                println!("✗ {e:#}");
-                return false;
+    // One session: checked here, then used for the config, the forward and the files.
+    let ssh = match connect_ssh(a).await {
+        Ok(ssh) => {
+            if let Some(target) = &a.ssh {
+                println!("✓ SSH {target}: host key known, logged in");
             }
+            ssh
         }
-    }
-    let src = match open_source(a).await {
+        Err(e) => {
+            println!("✗ {e:#}");
+            return false;
+        }
+    };
+    let src = match open_source(a, ssh).await {
         Ok(x) => x,
         Err(e) => {
             println!("✗ {e:#}");

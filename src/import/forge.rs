@@ -521,6 +521,13 @@ impl<'a> RoomForge<'a> {
         })
     }
 
+    /// The time of the next event: never before the last one (Mattermost rows can disagree
+    /// by a few milliseconds; the timeline must not go backwards).
+    fn next_ts(&mut self, ts: i64) -> i64 {
+        self.last_ts = ts.max(self.last_ts);
+        self.last_ts
+    }
+
     fn send(
         &mut self,
         sender: &str,
@@ -544,8 +551,7 @@ impl<'a> RoomForge<'a> {
         ts: i64,
         pruned: bool,
     ) -> Result<String> {
-        let ts = ts.max(self.last_ts);
-        self.last_ts = ts;
+        let ts = self.next_ts(ts);
         let mut line = self
             .b
             .send(sender, kind, sk, c, ts)
@@ -805,8 +811,7 @@ impl<'a> RoomForge<'a> {
                     return Ok(());
                 };
                 self.ensure_joined(&sender, item.ts)?;
-                let ts = item.ts.max(self.last_ts);
-                self.last_ts = ts;
+                let ts = self.next_ts(item.ts);
                 let line = self
                     .b
                     .redact(&sender, &target_id, ts)

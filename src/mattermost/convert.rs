@@ -162,11 +162,12 @@ impl Converter {
     }
 }
 
+/// Longest suffix first: "_medium_light" must not be read as "_light".
 const SKIN_TONES: [(&str, emojis::SkinTone); 5] = [
-    ("_light_skin_tone", emojis::SkinTone::Light),
     ("_medium_light_skin_tone", emojis::SkinTone::MediumLight),
-    ("_medium_skin_tone", emojis::SkinTone::Medium),
     ("_medium_dark_skin_tone", emojis::SkinTone::MediumDark),
+    ("_medium_skin_tone", emojis::SkinTone::Medium),
+    ("_light_skin_tone", emojis::SkinTone::Light),
     ("_dark_skin_tone", emojis::SkinTone::Dark),
 ];
 
@@ -175,10 +176,7 @@ pub fn unicode_emoji(name: &str) -> Option<&'static str> {
     if let Some(e) = emojis::get_by_shortcode(name) {
         return Some(e.as_str());
     }
-    // Longest suffix first: "_medium_light" must not be read as "_light".
-    let mut tones = SKIN_TONES;
-    tones.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
-    for (suffix, tone) in tones {
+    for (suffix, tone) in SKIN_TONES {
         if let Some(base) = name.strip_suffix(suffix) {
             return emojis::get_by_shortcode(base)
                 .and_then(|e| e.with_skin_tone(tone))
@@ -281,6 +279,8 @@ mod tests {
         assert_eq!(c.reaction_key("+1"), "👍");
         assert_eq!(c.reaction_key("thumbsup"), "👍");
         assert_eq!(c.reaction_key("+1_light_skin_tone"), "👍🏻");
+        assert_eq!(c.reaction_key("+1_medium_light_skin_tone"), "👍🏼");
+        assert_eq!(c.reaction_key("+1_medium_dark_skin_tone"), "👍🏾");
         assert_eq!(c.reaction_key("white_check_mark"), "✅");
         assert_eq!(c.reaction_key("shipit"), ":shipit:");
         assert!(unicode_emoji("heart").is_some());

@@ -72,16 +72,18 @@ pub fn localpart(username: &str) -> String {
         .collect()
 }
 
-/// A file of the store, if it is there. Paths come from the database: nothing outside the
-/// file store is read.
-fn store_file(root: &Option<PathBuf>, rel: &str) -> Option<PathBuf> {
+/// A file-store path as a relative path that stays inside the store (`None` for absolute
+/// paths and `..`). Paths come from the database: nothing outside the store is ever read.
+pub fn store_relative(rel: &str) -> Option<&Path> {
     let rel_path = Path::new(rel);
     let escapes = rel_path.is_absolute()
         || (rel_path.components()).any(|c| matches!(c, std::path::Component::ParentDir));
-    if escapes {
-        return None;
-    }
-    let p = root.as_ref()?.join(rel_path);
+    (!escapes).then_some(rel_path)
+}
+
+/// A file of the store, if it is there.
+fn store_file(root: &Option<PathBuf>, rel: &str) -> Option<PathBuf> {
+    let p = root.as_ref()?.join(store_relative(rel)?);
     p.is_file().then_some(p)
 }
 
@@ -104,7 +106,7 @@ pub struct Mapper {
     sysadmin: Option<String>,
     team_name: HashMap<String, String>,
     spaces: HashSet<String>,
-    /// Team id → room ids of its public channels (the space's children).
+    /// Channel id → its members now / its membership history.
     members: HashMap<String, Vec<MmChannelMember>>,
     history: HashMap<String, Vec<MmHistory>>,
 }
@@ -572,7 +574,8 @@ fn post_items(p: &MmPost, room: &mut Room, ws: &mut Workspace, ctx: &PostCtx) {
         }
     }
     let mut has_primary = false;
-    if !text.is_empty() || p.file_ids.len() <= 2 {
+    let ids: Vec<String> = serde_json::from_str(&p.file_ids).unwrap_or_default();
+    if !text.is_empty() || ids.is_empty() {
         room.timeline.push(item(ItemKind::Message {
             event_type: "m.room.message",
             content: conv.message(&text, msgtype),
@@ -580,7 +583,6 @@ fn post_items(p: &MmPost, room: &mut Room, ws: &mut Workspace, ctx: &PostCtx) {
         }));
         has_primary = true;
     }
-    let ids: Vec<String> = serde_json::from_str(&p.file_ids).unwrap_or_default();
     for fid in ids {
         let Some(f) = files.get(fid.as_str()).filter(|f| f.delete_at == 0) else {
             skip(
