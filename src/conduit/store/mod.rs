@@ -1,6 +1,7 @@
 //! Conduit's key-value storage, as a writer sees it: named trees of ordered byte keys.
 //! One implementation per backend; everything above this module is backend-neutral.
 
+mod batch;
 pub mod rocksdb;
 pub mod sqlite;
 
@@ -19,8 +20,13 @@ pub trait Store {
     fn delete(&mut self, tree: &str, key: &[u8]) -> Result<()>;
     /// Every entry whose key starts with `prefix`, in key order.
     fn scan_prefix(&mut self, tree: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
-    /// Makes every write so far durable.
+    /// Makes every write so far atomic: after a crash the database holds all of it or none
+    /// of it (and all earlier commits, or a consistent prefix of them).
     fn commit(&mut self) -> Result<()>;
+    /// Commits and makes every write so far durable on disk (the end of a write).
+    fn sync(&mut self) -> Result<()> {
+        self.commit()
+    }
 }
 
 /// Which backend a database uses.
@@ -82,5 +88,8 @@ impl<T: Store + ?Sized> Store for Box<T> {
     }
     fn commit(&mut self) -> Result<()> {
         (**self).commit()
+    }
+    fn sync(&mut self) -> Result<()> {
+        (**self).sync()
     }
 }

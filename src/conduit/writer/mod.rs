@@ -119,7 +119,7 @@ impl<S: Store> Writer<S> {
         self.commit()?;
         self.store
             .put("global", b"version", &u64be(DATABASE_VERSION))?;
-        self.store.commit()?;
+        self.store.sync()?;
         Ok(self.store)
     }
 }
