@@ -24,6 +24,9 @@ struct Write {
     prefix: u128,
 }
 
+/// A key and its value (`None`: deleted).
+pub type Entry<'a> = (&'a [u8], Option<&'a [u8]>);
+
 /// A tree's index and a write's position in it, packed for the hash table.
 fn pack(tree: usize, at: usize) -> u64 {
     ((tree as u64) << 40) | at as u64
@@ -144,7 +147,7 @@ impl Batch {
         &'a self,
         tree: usize,
         prefix: &'a [u8],
-    ) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a {
+    ) -> impl Iterator<Item = Entry<'a>> + 'a {
         self.writes[tree]
             .iter()
             .map(|w| (self.key(w), self.value(w)))
@@ -153,7 +156,7 @@ impl Batch {
 
     /// Per tree that has writes: its writes in key order, writes of the same key in the order
     /// they were made (so the last one wins when they are applied in this order).
-    pub fn sorted(&self) -> impl Iterator<Item = (usize, Vec<(&[u8], Option<&[u8]>)>)> + '_ {
+    pub fn sorted(&self) -> impl Iterator<Item = (usize, Vec<Entry<'_>>)> + '_ {
         self.writes
             .iter()
             .enumerate()
