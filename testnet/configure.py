@@ -27,6 +27,27 @@ def listener(port, names):
     }
 
 
+def appservice(inst, server):
+    path = os.path.join(inst, "appservice.yaml")
+    if not os.path.exists(path):
+        esc = server.replace(".", "\\.")
+        reg = {
+            "id": "transition-matrix-import", "url": None,
+            "as_token": os.urandom(24).hex(), "hs_token": os.urandom(24).hex(),
+            "sender_localpart": "transition-matrix-import", "rate_limited": False,
+            "namespaces": {
+                "users": [{"exclusive": False, "regex": f"@.*:{esc}"}],
+                "aliases": [{"exclusive": False, "regex": f"#.*:{esc}"}],
+                "rooms": [],
+            },
+        }
+        with open(path + ".tmp", "w") as f:
+            yaml.safe_dump(reg, f, sort_keys=False)
+        os.chmod(path + ".tmp", 0o600)
+        os.replace(path + ".tmp", path)
+    return path
+
+
 def main():
     inst, name, port = os.path.abspath(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     with open(os.path.join(inst, "homeserver.yaml.generated")) as f:
@@ -38,6 +59,9 @@ def main():
         cfg["listeners"] = [listener(port, ["client", "federation"])]
         # Not including its own name: self-federation must get 403.
         cfg["federation_domain_whitelist"] = ["other.test"]
+        # The Mattermost import's Synapse target: an application service (what
+        # `transition-matrix mattermost registration` prints), tokens made once per instance.
+        cfg["app_service_config_files"] = [appservice(inst, server)]
     else:
         cfg["listeners"] = [
             listener(port, ["client", "federation"]),

@@ -164,6 +164,10 @@ cmd_env() {
     echo "export TM_SYNAPSE_URL=http://127.0.0.1:$PORT"
     echo "export TM_SYNAPSE_CLIENT_ONLY_URL=http://127.0.0.1:$((PORT + 1))"
     echo "export TM_SYNAPSE_WHITELIST_URL=http://127.0.0.1:$((PORT + 10))"
+    # The whitelist instance also takes Mattermost imports through an application service.
+    if [ -f "$TESTNET/whitelist/appservice.yaml" ]; then
+        printf 'export TM_SYNAPSE_AS_TOKEN=%q\n' "$("$PY" -c 'import sys,yaml; print(yaml.safe_load(open(sys.argv[1]))["as_token"])' "$TESTNET/whitelist/appservice.yaml")"
+    fi
     printf 'export TM_SYNAPSE_VENV=%q\n' "$VENV"
 }
 

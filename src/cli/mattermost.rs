@@ -9,6 +9,7 @@ use transition_matrix::archive::{fsutil, Archive};
 use transition_matrix::conduit::store::Backend;
 use transition_matrix::conduit::write::{write_archive, WriteOptions};
 use transition_matrix::import::forge::{forge, new_server_key, ForgeOptions, ForgeSummary, Forger};
+use transition_matrix::import::synapse::{self, SynapseTarget};
 use transition_matrix::matrix::keys::ServerKey;
 use transition_matrix::mattermost::config::{DataSource, MattermostConfig};
 use transition_matrix::mattermost::db::MattermostDb;
@@ -32,6 +33,16 @@ pub enum MattermostCmd {
         --data-source 'postgres://mmuser:secret@127.0.0.1:5432/mattermost?sslmode=disable' \\\n      \
         --files /opt/mattermost/data --server-name example.org --archive ./mm-archive")]
     Import(ImportArgs),
+    /// Print an application-service registration for `import --synapse-url` (new random
+    /// tokens). Save it where Synapse can read it, list it under `app_service_config_files` in
+    /// homeserver.yaml, restart Synapse, and pass its `as_token` to the import.
+    #[command(after_help = "Example:\n  \
+        transition-matrix mattermost registration --server-name example.org > /etc/matrix-synapse/tm-import.yaml")]
+    Registration {
+        /// Synapse's server name.
+        #[arg(long)]
+        server_name: String,
+    },
 }
 
 /// Where the Mattermost database is.
@@ -107,6 +118,13 @@ pub struct ImportArgs {
     pub conduit_db: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "sqlite")]
     pub backend: Backend,
+    /// Send the result into this running Synapse instead (client API, as an application
+    /// service: `mattermost registration` makes its registration).
+    #[arg(long, value_name = "URL", conflicts_with = "conduit_db")]
+    pub synapse_url: Option<String>,
+    /// Environment variable holding the application service's `as_token`.
+    #[arg(long, value_name = "VAR", default_value = "TM_SYNAPSE_AS_TOKEN")]
+    pub as_token_env: String,
     /// What to do with deleted posts.
     #[arg(long, value_enum, default_value = "omit")]
     pub deleted: DeletedArg,
@@ -274,6 +292,10 @@ async fn fetch_remote_files(
 pub async fn run(cmd: MattermostCmd) -> Result<i32> {
     match cmd {
         MattermostCmd::Import(a) => import(a).await,
+        MattermostCmd::Registration { server_name } => {
+            print!("{}", synapse::new_registration(&server_name)?);
+            Ok(0)
+        }
     }
 }
 
@@ -338,6 +360,8 @@ async fn import(a: ImportArgs) -> Result<i32> {
     );
     if let Some(db_path) = &a.conduit_db {
         write_into_conduit(&a.archive, db_path, a.backend)?;
+    } else if let Some(url) = &a.synapse_url {
+        replay_into_synapse(&a.archive, url, &a.as_token_env).await?;
     } else {
         println!(
             "next: transition-matrix conduit write --archive {} --database <conduit database_path>",
@@ -439,6 +463,34 @@ async fn import_database(
         "mattermost",
         &meta.version,
     )?)
+}
+
+async fn replay_into_synapse(archive: &Path, url: &str, token_env: &str) -> Result<()> {
+    let token = Zeroizing::new(std::env::var(token_env).with_context(|| {
+        format!(
+            "set {token_env} to the application service's as_token (see `mattermost registration`)"
+        )
+    })?);
+    let archive = Archive::open(archive)?;
+    let target = SynapseTarget::new(url, &token)?;
+    let t0 = std::time::Instant::now();
+    let s = synapse::replay(&archive, &target, &Progress::new()).await?;
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "sent to Synapse: {} users registered ({} existed), {} media, {} rooms created, {} events in {:.1} s ({:.0} events/s; {} sent before)",
+        s.users_registered,
+        s.users_existing,
+        s.media,
+        s.rooms_created,
+        s.events_sent,
+        secs,
+        s.events_sent as f64 / secs.max(1e-9),
+        s.events_already_sent
+    );
+    for w in &s.warnings {
+        println!("warning: {w}");
+    }
+    Ok(())
 }
 
 fn write_into_conduit(archive: &Path, database: &Path, backend: Backend) -> Result<()> {

@@ -926,7 +926,7 @@ pub fn new_server_key(dir: &Path) -> Result<ServerKey> {
     Ok(ServerKey::read_synapse(&path)?.remove(0))
 }
 
-fn getrandom(buf: &mut [u8]) -> Result<()> {
+pub(crate) fn getrandom(buf: &mut [u8]) -> Result<()> {
     use std::io::Read;
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(buf))

@@ -1,5 +1,7 @@
 //! Importing chat history from other chat systems: their data becomes the source-neutral
-//! [`model`], which [`forge`] signs into an archive for the one event writer.
+//! [`model`], which [`forge`] signs into an archive for the one event writer — or which
+//! [`synapse`] replays into a running Synapse.
 
 pub mod forge;
 pub mod model;
+pub mod synapse;

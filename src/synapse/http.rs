@@ -23,6 +23,12 @@ pub struct Http {
     what: &'static str,
 }
 
+/// What a request carries.
+enum Payload<'a> {
+    Json(&'a Value),
+    Bytes(bytes::Bytes, &'a str),
+}
+
 /// A response body with its content type.
 pub struct Body {
     pub bytes: bytes::Bytes,
@@ -76,6 +82,33 @@ impl Http {
         auth: Option<&HeaderValue>,
         body: Option<&Value>,
     ) -> Result<Body> {
+        self.send_payload(method, path, auth, body.map(Payload::Json))
+            .await
+    }
+
+    /// Uploads bytes (`POST`, the given content type) and parses a JSON answer.
+    pub async fn upload(
+        &self,
+        path: &str,
+        auth: Option<&HeaderValue>,
+        content_type: &str,
+        bytes: bytes::Bytes,
+    ) -> Result<Value> {
+        let payload = Payload::Bytes(bytes, content_type);
+        let body = self
+            .send_payload(Method::POST, path, auth, Some(payload))
+            .await?;
+        serde_json::from_slice(&body.bytes)
+            .map_err(|e| Error::malformed(format!("{} answer to POST {}", self.what, path), e))
+    }
+
+    async fn send_payload(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Option<&HeaderValue>,
+        body: Option<Payload<'_>>,
+    ) -> Result<Body> {
         let url = self.url(path);
         let mut attempt = 0;
         loop {
@@ -84,8 +117,14 @@ impl Http {
             if let Some(auth) = auth {
                 req = req.header(reqwest::header::AUTHORIZATION, auth.clone());
             }
-            if let Some(body) = body {
-                req = req.json(body);
+            match &body {
+                Some(Payload::Json(v)) => req = req.json(v),
+                Some(Payload::Bytes(b, ct)) => {
+                    req = req
+                        .header(reqwest::header::CONTENT_TYPE, *ct)
+                        .body(b.clone())
+                }
+                None => {}
             }
             let resp = match req.send().await {
                 Ok(r) => r,
