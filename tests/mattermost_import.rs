@@ -87,14 +87,7 @@ fn import(driver: &str, dsn: &str, conduit: bool, dir: Option<tempfile::TempDir>
 
 /// Runs the binary; it must succeed. Returns its standard output.
 fn tm_ok(args: &[&str]) -> String {
-    let out = common::tm(args, &[]);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    common::succeeded(&common::tm(args, &[]), &format!("{args:?}"))
 }
 
 /// `conduit verify` of a written database against its archive must pass.

@@ -49,13 +49,7 @@ fn import(archive: &Path, server_name: &str) -> std::process::Output {
 }
 
 fn ok(out: &std::process::Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "import failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    common::succeeded(out, "mattermost import --synapse-url")
 }
 
 /// A `forged ⇥ synapse` log of the replay.

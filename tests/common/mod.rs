@@ -93,6 +93,17 @@ pub fn tm(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("run transition-matrix")
 }
 
+/// A run that must have succeeded: its standard output (else a failure showing both streams).
+pub fn succeeded(out: &Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// The usual connection flags for the main testnet Synapse (token in `TM_TEST_TOKEN`).
 pub fn synapse_flags() -> Vec<String> {
     let s = scenario();
