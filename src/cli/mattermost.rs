@@ -32,7 +32,7 @@ pub enum MattermostCmd {
         transition-matrix mattermost import --driver postgres \\\n      \
         --data-source 'postgres://mmuser:secret@127.0.0.1:5432/mattermost?sslmode=disable' \\\n      \
         --files /opt/mattermost/data --server-name example.org --archive ./mm-archive")]
-    Import(ImportArgs),
+    Import(Box<ImportArgs>),
     /// Print an application-service registration for `import --synapse-url` (new random
     /// tokens). Save it where Synapse can read it, list it under `app_service_config_files` in
     /// homeserver.yaml, restart Synapse, and pass its `as_token` to the import.
@@ -291,7 +291,7 @@ async fn fetch_remote_files(
 
 pub async fn run(cmd: MattermostCmd) -> Result<i32> {
     match cmd {
-        MattermostCmd::Import(a) => import(a).await,
+        MattermostCmd::Import(a) => import(*a).await,
         MattermostCmd::Registration { server_name } => {
             print!("{}", synapse::new_registration(&server_name)?);
             Ok(0)
