@@ -211,3 +211,42 @@ fn an_archive_for_another_server_name_is_refused() {
         "stderr: {err}"
     );
 }
+
+#[test]
+fn the_registration_is_private_and_fresh_each_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let read = |name: &str| {
+        let path = dir.path().join(name);
+        common::succeeded(
+            &common::tm(
+                &[
+                    "mattermost",
+                    "registration",
+                    "--server-name",
+                    "chat.example.org",
+                    "--out",
+                    path.to_str().unwrap(),
+                ],
+                &[],
+            ),
+            "mattermost registration",
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the registration holds tokens");
+        let reg: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        reg
+    };
+    let (a, b) = (read("a.yaml"), read("b.yaml"));
+    assert_eq!(
+        a["namespaces"]["users"][0]["regex"].as_str(),
+        Some("@.*:chat\\.example\\.org")
+    );
+    assert_eq!(a["rate_limited"].as_bool(), Some(false));
+    assert!(a["url"].is_null());
+    let token = a["as_token"].as_str().unwrap();
+    assert_eq!(token.len(), 48);
+    assert_ne!(Some(token), b["as_token"].as_str());
+    assert_ne!(a["as_token"], a["hs_token"]);
+}

@@ -37,11 +37,14 @@ pub enum MattermostCmd {
     /// tokens). Save it where Synapse can read it, list it under `app_service_config_files` in
     /// homeserver.yaml, restart Synapse, and pass its `as_token` to the import.
     #[command(after_help = "Example:\n  \
-        transition-matrix mattermost registration --server-name example.org > /etc/matrix-synapse/tm-import.yaml")]
+        transition-matrix mattermost registration --server-name example.org --out /etc/matrix-synapse/tm-import.yaml")]
     Registration {
         /// Synapse's server name.
         #[arg(long)]
         server_name: String,
+        /// Write it to this file (created 0600: it holds the tokens) instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -292,8 +295,21 @@ async fn fetch_remote_files(
 pub async fn run(cmd: MattermostCmd) -> Result<i32> {
     match cmd {
         MattermostCmd::Import(a) => import(*a).await,
-        MattermostCmd::Registration { server_name } => {
-            print!("{}", synapse::new_registration(&server_name)?);
+        MattermostCmd::Registration { server_name, out } => {
+            let yaml = synapse::new_registration(&server_name)?;
+            match out {
+                Some(path) => {
+                    use std::io::Write as _;
+                    fsutil::create_file(&path, true)?
+                        .write_all(yaml.as_bytes())
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    println!(
+                        "wrote {} (add it to app_service_config_files)",
+                        path.display()
+                    );
+                }
+                None => print!("{yaml}"),
+            }
             Ok(0)
         }
     }
