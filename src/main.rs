@@ -29,11 +29,25 @@ fn main() {
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", message(&e));
             1
         }
     };
     std::process::exit(code);
+}
+
+/// The error and its causes on one line, each cause once: the library's errors already name
+/// their cause (`cannot read X: No such file…`), which the chain would repeat.
+fn message(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !msg.contains(&cause) {
+            msg.push_str(": ");
+            msg.push_str(&cause);
+        }
+    }
+    msg
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
