@@ -26,6 +26,7 @@ use crate::archive::{fsutil, Archive};
 use crate::conduit::preflight::preflight;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
+use crate::synapse::admin::enc;
 use crate::synapse::http::{bearer, Http};
 
 /// Rooms replayed at once (Synapse handles rooms in parallel; one room is strictly in order).
@@ -73,11 +74,6 @@ pub struct ReplaySummary {
     pub events_already_sent: u64,
     /// Things Synapse refused that the rest does not depend on (directory listing, m.direct).
     pub warnings: Vec<String>,
-}
-
-/// Percent-encodes one path segment.
-fn seg(s: &str) -> String {
-    urlencoding::encode(s).into_owned()
 }
 
 /// An append-only `forged ⇥ synapse` log: what was already done, and a way to add to it.
@@ -199,8 +195,8 @@ pub async fn replay(
             let direct = translate_direct(direct, &rooms.map);
             let path = format!(
                 "/_matrix/client/v3/user/{}/account_data/m.direct?user_id={}",
-                seg(&u.user_id),
-                seg(&u.user_id)
+                enc(&u.user_id),
+                enc(&u.user_id)
             );
             if let Err(e) = target.call(Method::PUT, &path, Some(&direct)).await {
                 sum.warnings.push(format!("m.direct of {}: {e}", u.user_id));
@@ -213,12 +209,9 @@ pub async fn replay(
 /// Registers a user of the application service's namespace (an existing account is used as
 /// it is).
 async fn register(target: &SynapseTarget, u: &UserRecord, sum: &mut ReplaySummary) -> Result<()> {
-    let localpart = u
-        .user_id
-        .trim_start_matches('@')
-        .split(':')
-        .next()
-        .unwrap_or_default();
+    let user_id = <&ruma::UserId>::try_from(u.user_id.as_str())
+        .map_err(|e| Error::malformed(format!("user id {}", u.user_id), e))?;
+    let localpart = user_id.localpart();
     let body = json!({
         "type": "m.login.application_service",
         "username": localpart,
@@ -247,8 +240,8 @@ async fn profile(
     u: &UserRecord,
     media: &HashMap<String, String>,
 ) -> Result<()> {
-    let base = format!("/_matrix/client/v3/profile/{}", seg(&u.user_id));
-    let as_user = format!("user_id={}", seg(&u.user_id));
+    let base = format!("/_matrix/client/v3/profile/{}", enc(&u.user_id));
+    let as_user = format!("user_id={}", enc(&u.user_id));
     if let Some(name) = &u.displayname {
         let path = format!("{base}/displayname?{as_user}");
         let body = json!({ "displayname": name });
@@ -267,10 +260,10 @@ async fn upload(target: &SynapseTarget, archive: &Archive, m: &MediaMeta) -> Res
     let bytes = std::fs::read(&path).map_err(|e| Error::io("cannot read", &path, e))?;
     let mut url = "/_matrix/media/v3/upload?".to_owned();
     if let Some(name) = &m.upload_name {
-        url.push_str(&format!("filename={}&", seg(name)));
+        url.push_str(&format!("filename={}&", enc(name)));
     }
     if let Some(uploader) = &m.uploader {
-        url.push_str(&format!("user_id={}", seg(uploader)));
+        url.push_str(&format!("user_id={}", enc(uploader)));
     }
     let ct = m
         .content_type
@@ -297,7 +290,7 @@ async fn create_room(target: &SynapseTarget, meta: &RoomMeta) -> Result<String> 
     if let Some(t) = &meta.room_type {
         body["creation_content"] = json!({ "type": t });
     }
-    let path = format!("/_matrix/client/v3/createRoom?user_id={}", seg(creator));
+    let path = format!("/_matrix/client/v3/createRoom?user_id={}", enc(creator));
     let answer = target.call(Method::POST, &path, Some(&body)).await?;
     answer["room_id"]
         .as_str()
@@ -327,7 +320,7 @@ async fn replay_room(
         .clone();
     let mut events = IdLog::open(
         dir.join("rooms")
-            .join(format!("{}.log", seg(&meta.room_id))),
+            .join(format!("{}.log", enc(&meta.room_id))),
     )?;
     let lines = PduReader::open(&archive.room_dir(&meta.room_id).join(EVENTS))?;
     let (mut sent, mut already, mut warnings) = (0, 0, Vec::new());
@@ -355,8 +348,8 @@ async fn replay_room(
         let ts = pdu["origin_server_ts"].as_i64().unwrap_or_default();
         let mut content = pdu["content"].clone();
         translate(&mut content, &events.map, ids);
-        let as_user = format!("user_id={}&ts={ts}", seg(&sender));
-        let rid = seg(&room);
+        let as_user = format!("user_id={}&ts={ts}", enc(&sender));
+        let rid = enc(&room);
         let new_id = if kind == "m.room.redaction" {
             let target_id = (pdu["redacts"].as_str())
                 .or(pdu["content"]["redacts"].as_str())
@@ -368,7 +361,7 @@ async fn replay_room(
             content["redacts"] = json!(target_id);
             let path = format!(
                 "/_matrix/client/v3/rooms/{rid}/send/m.room.redaction/{}?{as_user}",
-                seg(&txn(&event_id))
+                enc(&txn(&event_id))
             );
             target.call(Method::PUT, &path, Some(&content)).await?
         } else if let Some(sk) = &state_key {
@@ -380,8 +373,8 @@ async fn replay_room(
                 if let Some(alias) = content["alias"].as_str() {
                     let path = format!(
                         "/_matrix/client/v3/directory/room/{}?user_id={}",
-                        seg(alias),
-                        seg(&sender)
+                        enc(alias),
+                        enc(&sender)
                     );
                     let body = json!({ "room_id": room });
                     if let Err(e) = target.call(Method::PUT, &path, Some(&body)).await {
@@ -394,15 +387,15 @@ async fn replay_room(
             }
             let path = format!(
                 "/_matrix/client/v3/rooms/{rid}/state/{}/{}?{as_user}",
-                seg(&kind),
-                seg(&sk)
+                enc(&kind),
+                enc(&sk)
             );
             target.call(Method::PUT, &path, Some(&content)).await?
         } else {
             let path = format!(
                 "/_matrix/client/v3/rooms/{rid}/send/{}/{}?{as_user}",
-                seg(&kind),
-                seg(&txn(&event_id))
+                enc(&kind),
+                enc(&txn(&event_id))
             );
             target.call(Method::PUT, &path, Some(&content)).await?
         };
@@ -415,8 +408,8 @@ async fn replay_room(
     if meta.published {
         let path = format!(
             "/_matrix/client/v3/directory/list/room/{}?user_id={}",
-            seg(&room),
-            seg(&creator)
+            enc(&room),
+            enc(&creator)
         );
         let body = json!({ "visibility": "public" });
         if let Err(e) = target.call(Method::PUT, &path, Some(&body)).await {

@@ -69,9 +69,7 @@ impl Http {
         body: Option<&Value>,
     ) -> Result<Value> {
         let body = self.send(method.clone(), path, auth, body).await?;
-        serde_json::from_slice(&body.bytes).map_err(|e| {
-            Error::malformed(format!("{} answer to {} {}", self.what, method, path), e)
-        })
+        self.parse(&method, path, &body)
     }
 
     /// Sends a request and returns the raw body.
@@ -98,8 +96,14 @@ impl Http {
         let body = self
             .send_payload(Method::POST, path, auth, Some(payload))
             .await?;
-        serde_json::from_slice(&body.bytes)
-            .map_err(|e| Error::malformed(format!("{} answer to POST {}", self.what, path), e))
+        self.parse(&Method::POST, path, &body)
+    }
+
+    /// A JSON answer, or an error naming the server and the request.
+    fn parse(&self, method: &Method, path: &str, body: &Body) -> Result<Value> {
+        serde_json::from_slice(&body.bytes).map_err(|e| {
+            Error::malformed(format!("{} answer to {} {}", self.what, method, path), e)
+        })
     }
 
     async fn send_payload(

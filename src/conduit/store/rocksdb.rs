@@ -131,9 +131,7 @@ impl RocksStore {
     }
 
     fn cf(&self, i: usize) -> &rocksdb::ColumnFamily {
-        self.db
-            .cf_handle(TREES[i])
-            .expect("every tree's column family is opened")
+        cf(&self.db, i)
     }
 
     fn record(&mut self, i: usize, key: &[u8], value: Option<&[u8]>) {
@@ -198,13 +196,17 @@ impl RocksStore {
     }
 }
 
+/// The column family of tree `i` of [`TREES`].
+fn cf(db: &Db, i: usize) -> &rocksdb::ColumnFamily {
+    db.cf_handle(TREES[i])
+        .expect("every tree's column family is opened")
+}
+
 /// One WriteBatch of a commit, each tree's keys in order.
 fn write_batch(db: &Db, batch: &Batch) -> WriteBatch {
     let mut wb = WriteBatch::with_capacity_bytes(batch.size() + 64);
     for (i, writes) in batch.sorted() {
-        let cf = db
-            .cf_handle(TREES[i])
-            .expect("every tree's column family is opened");
+        let cf = cf(db, i);
         for (k, v) in writes {
             match v {
                 Some(v) => wb.put_cf(cf, k, v),
