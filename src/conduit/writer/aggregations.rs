@@ -3,6 +3,14 @@
 //! participants; a redaction marks its target `unsigned.redacted_because`. Synapse serves the
 //! targets already pruned, so only the marker is added — and only where the content really is
 //! pruned, so an unauthorised redaction Synapse ignored is ignored here too.
+//!
+//! Conduit rewrites the root for every reply; a bulk write would rewrite a busy root thousands
+//! of times (each a read, a JSON parse and a full PDU into the memtable). So replies are
+//! gathered per root and the root is rewritten once, before every commit ([`Writer::commit`])
+//! and before any redaction — what is stored at each commit is what reply-by-reply updates
+//! would have stored.
+
+use std::collections::HashMap;
 
 use ruma::canonical_json::redact_content_in_place;
 use ruma::room_version_rules::RedactionRules;
@@ -42,6 +50,19 @@ pub fn redaction_target(pdu: &CanonicalJsonObject) -> Option<String> {
     }
 }
 
+/// Thread replies gathered for one root since the last flush.
+#[derive(Debug, Default)]
+pub struct PendingThread {
+    replies: u64,
+    /// The pdu id of the latest reply.
+    latest: Vec<u8>,
+    /// Reply senders in order of their first reply.
+    senders: Vec<String>,
+}
+
+/// Gathered thread updates, by the root's pdu id.
+pub type PendingThreads = HashMap<Vec<u8>, PendingThread>;
+
 /// An event as a client sees it in a sync timeline (Conduit's `to_sync_message_like_event`).
 fn sync_form(stored: &Value) -> Value {
     let mut out = json!({});
@@ -67,42 +88,69 @@ impl<S: Store> Writer<S> {
         let Some(pid) = self.store.get("eventid_pduid", event_id.as_bytes())? else {
             return Ok(None);
         };
-        let raw = self
-            .store
-            .get("pduid_pdu", &pid)?
-            .ok_or_else(|| Error::Conduit(format!("{event_id}: its pdu id points at nothing")))?;
-        let json = serde_json::from_slice(&raw)
-            .map_err(|e| Error::Conduit(format!("{event_id}: stored JSON: {e}")))?;
+        let json = self.stored_json(&pid)?;
         Ok(Some((pid, json)))
     }
 
-    /// A reply `stored` (as stored, with `event_id`) joins the thread of `root`.
-    pub(super) fn add_to_thread(&mut self, root: &str, stored: &Value) -> Result<()> {
-        let Some((root_pid, mut root_json)) = self.stored_pdu(root)? else {
+    fn stored_json(&mut self, pid: &[u8]) -> Result<Value> {
+        let raw = self.store.get("pduid_pdu", pid)?.ok_or_else(|| {
+            Error::Conduit(format!("pdu id {} points at nothing", hex::encode(pid)))
+        })?;
+        serde_json::from_slice(&raw)
+            .map_err(|e| Error::Conduit(format!("pdu {}: stored JSON: {e}", hex::encode(pid))))
+    }
+
+    /// A reply (`reply_pid`, sent by `sender`) joins the thread of `root`; the root is
+    /// rewritten at the next [`Writer::flush_threads`].
+    pub(super) fn add_to_thread(&mut self, root: &str, reply_pid: &[u8], sender: &str) -> Result<()> {
+        let Some(root_pid) = self.store.get("eventid_pduid", root.as_bytes())? else {
             return Ok(());
         };
+        let t = self.threads.entry(root_pid).or_default();
+        t.replies += 1;
+        t.latest = reply_pid.to_vec();
+        if !t.senders.iter().any(|s| s == sender) {
+            t.senders.push(sender.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Writes every gathered thread update into its root and participants.
+    pub(crate) fn flush_threads(&mut self) -> Result<()> {
+        let mut threads: Vec<_> = std::mem::take(&mut self.threads).into_iter().collect();
+        threads.sort_by(|a, b| a.0.cmp(&b.0));
+        for (root_pid, t) in threads {
+            self.update_thread(&root_pid, t)?;
+        }
+        Ok(())
+    }
+
+    fn update_thread(&mut self, root_pid: &[u8], t: PendingThread) -> Result<()> {
+        let mut root_json = self.stored_json(root_pid)?;
+        let latest = self.stored_json(&t.latest)?;
         let thread = &mut root_json["unsigned"]["m.relations"]["m.thread"];
-        let count = thread["count"].as_u64().unwrap_or(0) + 1;
+        let count = thread["count"].as_u64().unwrap_or(0) + t.replies;
         *thread = json!({
-            "latest_event": sync_form(stored),
+            "latest_event": sync_form(&latest),
             "count": count,
             "current_user_participated": true,
         });
         self.store.put(
             "pduid_pdu",
-            &root_pid,
+            root_pid,
             &serde_json::to_vec(&root_json).expect("JSON serializes"),
         )?;
-        let mut users: Vec<String> = match self.store.get("threadid_userids", &root_pid)? {
+        let mut users: Vec<String> = match self.store.get("threadid_userids", root_pid)? {
             Some(v) => v
                 .split(|b| *b == 0xff)
                 .map(|u| String::from_utf8_lossy(u).into_owned())
                 .collect(),
             None => vec![root_json["sender"].as_str().unwrap_or_default().to_owned()],
         };
-        let sender = stored["sender"].as_str().unwrap_or_default().to_owned();
-        if !users.contains(&sender) {
-            users.push(sender);
+        for sender in t.senders {
+            if !users.contains(&sender) {
+                users.push(sender);
+            }
         }
         // Participants: user ids joined by the byte FF.
         let bytes = users
@@ -110,7 +158,7 @@ impl<S: Store> Writer<S> {
             .map(|u| u.as_bytes())
             .collect::<Vec<_>>()
             .join(&0xffu8);
-        self.store.put("threadid_userids", &root_pid, &bytes)
+        self.store.put("threadid_userids", root_pid, &bytes)
     }
 
     /// Marks `target` as redacted by `redaction` (as stored), if its content is pruned.
@@ -120,6 +168,8 @@ impl<S: Store> Writer<S> {
         redaction: &Value,
         rules: &RedactionRules,
     ) -> Result<()> {
+        // The target may be a thread root or a latest reply: pending updates first.
+        self.flush_threads()?;
         let Some((pid, mut json)) = self.stored_pdu(target)? else {
             return Ok(());
         };
@@ -139,5 +189,76 @@ impl<S: Store> Writer<S> {
             &pid,
             &serde_json::to_vec(&json).expect("JSON serializes"),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conduit::store::sqlite::SqliteStore;
+
+    fn put(w: &mut Writer<SqliteStore>, pid: u8, id: &str, sender: &str) {
+        let json = json!({ "event_id": id, "sender": sender, "type": "m.room.message",
+            "content": { "body": id }, "origin_server_ts": 1 });
+        w.store.put("eventid_pduid", id.as_bytes(), &[pid]).unwrap();
+        w.store
+            .put("pduid_pdu", &[pid], &serde_json::to_vec(&json).unwrap())
+            .unwrap();
+    }
+
+    fn thread(w: &mut Writer<SqliteStore>) -> (Value, Vec<u8>) {
+        let root = w.stored_json(&[1]).unwrap();
+        let users = w.store.get("threadid_userids", &[1]).unwrap().unwrap();
+        (root["unsigned"]["m.relations"]["m.thread"].clone(), users)
+    }
+
+    /// Replies gathered across commits add up to what reply-by-reply updates store: the count
+    /// continues from the stored one, participants keep their first-reply order.
+    #[test]
+    fn gathered_replies_match_one_by_one_updates() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::begin(SqliteStore::open(dir.path()).unwrap(), "t.test").unwrap();
+        put(&mut w, 1, "$root", "@a:t.test");
+        for (pid, id, sender) in [(2, "$r1", "@b:t.test"), (3, "$r2", "@a:t.test")] {
+            put(&mut w, pid, id, sender);
+            w.add_to_thread("$root", &[pid], sender).unwrap();
+        }
+        w.commit().unwrap();
+        let (t, users) = thread(&mut w);
+        assert_eq!(t["count"], 2);
+        assert_eq!(t["latest_event"]["event_id"], "$r2");
+        assert_eq!(users, b"@a:t.test\xff@b:t.test");
+        for (pid, id, sender) in [(4, "$r3", "@c:t.test"), (5, "$r4", "@b:t.test")] {
+            put(&mut w, pid, id, sender);
+            w.add_to_thread("$root", &[pid], sender).unwrap();
+        }
+        // Not written before the commit...
+        assert_eq!(thread(&mut w).0["count"], 2);
+        w.commit().unwrap();
+        let (t, users) = thread(&mut w);
+        assert_eq!(t["count"], 4);
+        assert_eq!(t["latest_event"]["event_id"], "$r4");
+        assert_eq!(t["latest_event"]["content"]["body"], "$r4");
+        assert_eq!(users, b"@a:t.test\xff@b:t.test\xff@c:t.test");
+        // A reply to an event the database does not hold changes nothing.
+        w.add_to_thread("$elsewhere", &[9], "@d:t.test").unwrap();
+        assert!(w.threads.is_empty());
+    }
+
+    /// A redaction sees the root as reply-by-reply updates would have left it.
+    #[test]
+    fn redaction_of_a_root_comes_after_its_replies() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::begin(SqliteStore::open(dir.path()).unwrap(), "t.test").unwrap();
+        put(&mut w, 1, "$root", "@a:t.test");
+        put(&mut w, 2, "$r1", "@b:t.test");
+        w.add_to_thread("$root", &[2], "@b:t.test").unwrap();
+        let rules = ruma::room_version_rules::RoomVersionRules::V10.redaction;
+        let redaction = json!({ "event_id": "$red", "type": "m.room.redaction" });
+        w.mark_redacted("$root", &redaction, &rules).unwrap();
+        assert!(w.threads.is_empty(), "flushed before the redaction");
+        let root = w.stored_json(&[1]).unwrap();
+        // The content was not pruned, so the redaction was not applied; the thread stands.
+        assert_eq!(root["unsigned"]["m.relations"]["m.thread"]["count"], 1);
     }
 }

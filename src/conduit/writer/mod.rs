@@ -33,6 +33,8 @@ pub struct Writer<S: Store> {
     /// Write only the most recent N timeline events of each room (transition mode).
     pub recent: Option<u64>,
     counter: u64,
+    /// Thread replies not yet written into their roots.
+    threads: aggregations::PendingThreads,
 }
 
 impl<S: Store> Writer<S> {
@@ -81,6 +83,7 @@ impl<S: Store> Writer<S> {
             was_complete: existing && version == Some(DATABASE_VERSION),
             recent: None,
             counter,
+            threads: Default::default(),
         })
     }
 
@@ -92,6 +95,7 @@ impl<S: Store> Writer<S> {
 
     /// Makes everything written so far durable, together with the counter that covers it.
     pub fn commit(&mut self) -> Result<()> {
+        self.flush_threads()?;
         self.store.put("global", b"c", &u64be(self.counter))?;
         self.store.commit()
     }

@@ -401,15 +401,14 @@ impl<S: Store> Writer<S> {
         let redacts = (kind == "m.room.redaction")
             .then(|| aggregations::redaction_target(&pdu_json))
             .flatten();
-        if root.is_some() || redacts.is_some() {
+        if let Some(root) = root {
+            let sender = pdu::str_field(&pdu_json, "sender").unwrap_or_default();
+            self.add_to_thread(&root, &pid, sender)?;
+        }
+        if let Some(target) = redacts {
             let stored: serde_json::Value =
                 serde_json::from_slice(&stored).expect("we serialized it");
-            if let Some(root) = root {
-                self.add_to_thread(&root, &stored)?;
-            }
-            if let Some(target) = redacts {
-                self.mark_redacted(&target, &stored, &rc.rules.redaction)?;
-            }
+            self.mark_redacted(&target, &stored, &rc.rules.redaction)?;
         }
         rc.report.events += 1;
         Ok(())
