@@ -7,8 +7,11 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use transition_matrix::archive::{fsutil, Archive};
 use transition_matrix::conduit::store::Backend;
-use transition_matrix::conduit::write::{write_archive, WriteOptions};
+use std::sync::mpsc::Sender;
+
+use transition_matrix::conduit::write::{write_as_archived, Archived, WriteOptions, WriteSummary};
 use transition_matrix::import::forge::{forge, new_server_key, ForgeOptions, ForgeSummary, Forger};
+use transition_matrix::import::model::User;
 use transition_matrix::import::synapse::{self, SynapseTarget};
 use transition_matrix::matrix::keys::ServerKey;
 use transition_matrix::mattermost::config::{DataSource, MattermostConfig};
@@ -358,24 +361,30 @@ async fn import(a: ImportArgs) -> Result<i32> {
         server_name: a.server_name.clone(),
         room_version: a.room_version.clone(),
     };
-    let s = match &a.source.export {
+    let mut writer = None;
+    let forged = match &a.source.export {
         // An export is read whole (it is one zip); then mapped and forged at once.
-        Some(zip) => {
+        Some(zip) => (|| {
             let files = a.archive.join("mattermost-files");
             eprintln!("reading the bulk export {} …", zip.display());
             let snap = export::read(zip, &files)?;
             let ws = workspace(&snap, &map_options(&a, Some(files))?);
             drop(snap);
-            forge(&ws, &key, &archive, &forge_options, &Progress::new())?
-        }
-        None => import_database(&a, &archive, &key, &forge_options).await?,
+            writer = ConduitWriter::start(&a, &archive, &key, &ws.users)?;
+            let announce = writer.as_ref().map(|w| w.to.clone());
+            Ok(forge(&ws, &key, &archive, &forge_options, &Progress::new(), announce)?)
+        })(),
+        None => import_database(&a, &archive, &key, &forge_options, &mut writer).await,
     };
+    // The writer's error explains a forge that stopped because the writer did.
+    let written = writer.map(ConduitWriter::wait).transpose()?;
+    let s = forged?;
     println!(
         "forged {} rooms ({} already in the archive), {} events, {} users, {} media; {} joins added where the history lacked them; {} items left out (import-report.json)",
         s.rooms, s.rooms_already_done, s.events, s.users, s.media, s.joins_added, s.skipped
     );
-    if let Some(db_path) = &a.conduit_db {
-        write_into_conduit(&a.archive, db_path, a.backend)?;
+    if let (Some(w), Some(db_path)) = (written, &a.conduit_db) {
+        print_written(&w, db_path);
     } else if let Some(url) = &a.synapse_url {
         replay_into_synapse(&a.archive, url, &a.as_token_env).await?;
     } else {
@@ -387,6 +396,55 @@ async fn import(a: ImportArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// `--conduit-db`: the event writer on its own thread, writing each room as soon as the forge
+/// completes it in the archive (forging and writing overlap; the archive stays the record that
+/// `conduit verify` and a resumed run read).
+struct ConduitWriter {
+    to: Sender<Archived>,
+    thread: std::thread::JoinHandle<transition_matrix::error::Result<WriteSummary>>,
+}
+
+impl ConduitWriter {
+    /// Starts the writer when the import has `--conduit-db`.
+    fn start(
+        a: &ImportArgs,
+        archive: &Archive,
+        key: &ServerKey,
+        users: &[User],
+    ) -> Result<Option<Self>> {
+        let Some(database) = a.conduit_db.clone() else {
+            return Ok(None);
+        };
+        let archive = archive.clone();
+        let key = ServerKey::parse_synapse(&key.synapse_line(), &archive.keys_dir())?.remove(0);
+        let admins = (users.iter())
+            .filter(|u| u.admin && !u.deactivated)
+            .map(|u| (u.user_id.clone(), u.displayname.clone()))
+            .collect();
+        let options = WriteOptions::new(a.backend);
+        let server_name = a.server_name.clone();
+        let (to, steps) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("conduit-writer".into())
+            .spawn(move || {
+                write_as_archived(&archive, &database, &options, &server_name, &key, admins, steps)
+            })
+            .context("cannot start the database writer")?;
+        Ok(Some(ConduitWriter { to, thread }))
+    }
+
+    /// Waits for the writer (it ends when told the archive is complete, or when the import
+    /// stops: then the database stays marked unfinished, and a re-run resumes it).
+    fn wait(self) -> Result<WriteSummary> {
+        drop(self.to);
+        let written = self
+            .thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the database writer panicked"))?;
+        Ok(written?)
+    }
+}
+
 /// The database path: users, teams and memberships first, then one channel at a time (its
 /// rows read, mapped, forged and dropped), so memory follows the largest channel, not the
 /// workspace. Channels already in the archive are not read again.
@@ -395,6 +453,7 @@ async fn import_database(
     archive: &Archive,
     key: &ServerKey,
     forge_options: &ForgeOptions,
+    writer: &mut Option<ConduitWriter>,
 ) -> Result<ForgeSummary> {
     let src = open_source(&a.source, connect_ssh(&a.source).await?).await?;
     let ds = &src.ds;
@@ -434,6 +493,10 @@ async fn import_database(
     };
     let mut mapper = Mapper::new(&meta, &map_options(a, files)?);
     let mut forger = Forger::new(&mapper.ws.users, key, archive, forge_options)?;
+    *writer = ConduitWriter::start(a, archive, key, &mapper.ws.users)?;
+    if let Some(w) = writer {
+        forger.announce_to(w.to.clone());
+    }
     for m in std::mem::take(&mut mapper.ws.media) {
         forger.media(&m)?;
     }
@@ -509,9 +572,7 @@ async fn replay_into_synapse(archive: &Path, url: &str, token_env: &str) -> Resu
     Ok(())
 }
 
-fn write_into_conduit(archive: &Path, database: &Path, backend: Backend) -> Result<()> {
-    let archive = Archive::open(archive)?;
-    let s = write_archive(&archive, database, &WriteOptions::new(backend))?;
+fn print_written(s: &WriteSummary, database: &Path) {
     println!(
         "wrote {} users ({} already there), {} rooms, {} events ({} already there), {} media into {}",
         s.users, s.users_kept, s.rooms, s.events, s.events_already_there, s.media, database.display()
@@ -522,7 +583,6 @@ fn write_into_conduit(archive: &Path, database: &Path, backend: Backend) -> Resu
          (`@conduit:{}: reset-password <user>`).",
         s.server_name
     );
-    Ok(())
 }
 
 /// `test mattermost`: each step of reaching the workspace, one ✓/✗ line each.

@@ -2,18 +2,19 @@
 //! safe to re-run (everything is keyed so a second write adds nothing).
 
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::Receiver;
 
-use crate::archive::room::{PduReader, EVENTS, OUTLIERS};
+use crate::archive::media::MediaMeta;
+use crate::archive::room::{PduReader, RoomMeta, EVENTS, OUTLIERS};
 use crate::archive::user::UserRecord;
 use crate::archive::{fsutil, Archive};
 use crate::conduit::preflight::{preflight, Plan};
 use crate::conduit::schema::SEP;
-use crate::conduit::store::{
-    refuse_if_open, rocksdb::RocksStore, sqlite::SqliteStore, Backend, Store,
-};
+use crate::conduit::store::{refuse_if_open, Backend, Store};
 use crate::conduit::writer::rooms::COMMIT_EVERY;
 use crate::conduit::writer::Writer;
 use crate::error::{Error, Result};
+use crate::matrix::keys::ServerKey;
 
 /// How to write.
 #[derive(Debug, Clone)]
@@ -74,104 +75,165 @@ pub fn write_archive(
 ) -> Result<WriteSummary> {
     refuse_if_open(database)?;
     let plan = preflight(archive)?;
-    let media_dir = options
-        .media_dir
-        .clone()
-        .unwrap_or_else(|| database.join("media"));
-    match options.backend {
-        Backend::Sqlite => run(
-            SqliteStore::open(database)?,
-            archive,
-            &plan,
-            options,
-            &media_dir,
-        ),
-        Backend::Rocksdb => run(
-            RocksStore::open(database)?,
-            archive,
-            &plan,
-            options,
-            &media_dir,
-        ),
-    }
+    let store = options.backend.open(database)?;
+    write_plan(store, archive, &plan, options, database)
 }
 
-fn run<S: Store>(
-    mut store: S,
+/// What [`write_as_archived`] hears from the import making the archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Archived {
+    /// This room is complete in the archive (rooms arrive in the order they are to be written).
+    Room(String),
+    /// The archive is finished: users, media and `manifest.json` are written.
+    Complete,
+}
+
+/// Writes rooms into the database as the import completes them in the archive, then — when it
+/// says the archive is [`Archived::Complete`] — checks the whole archive and writes its users
+/// and media: the same [`WriteSession`] as [`write_archive`], overlapping with the import.
+/// `admins` (user id, display name) go into the admin room before the first room. If the
+/// import stops without completing, so does the write, and the database stays unfinished.
+pub fn write_as_archived(
+    archive: &Archive,
+    database: &Path,
+    options: &WriteOptions,
+    server_name: &str,
+    key: &ServerKey,
+    admins: Vec<(String, Option<String>)>,
+    steps: Receiver<Archived>,
+) -> Result<WriteSummary> {
+    refuse_if_open(database)?;
+    let store = options.backend.open(database)?;
+    let mut s = WriteSession::begin(store, server_name, key, options, database)?;
+    let written = (|| {
+        s.admin_room(key, admins)?;
+        loop {
+            match steps.recv() {
+                Ok(Archived::Room(room_id)) => {
+                    let meta = fsutil::read_json(&archive.room_dir(&room_id).join("room.json"))?;
+                    s.room(archive, &meta)?;
+                }
+                Ok(Archived::Complete) => break,
+                Err(_) => {
+                    return Err(Error::Archive {
+                        path: archive.root().to_owned(),
+                        reason: "the import stopped before the archive was complete".into(),
+                    })
+                }
+            }
+        }
+        let plan = preflight(archive)?;
+        s.users_and_media(archive, &plan)
+    })();
+    written.map_err(|e| Error::Interrupted(Box::new(e)))?;
+    s.finish()
+}
+
+fn write_plan<S: Store>(
+    store: S,
     archive: &Archive,
     plan: &Plan,
     options: &WriteOptions,
-    media_dir: &Path,
+    database: &Path,
 ) -> Result<WriteSummary> {
-    // A different server key means a different server: refuse before marking anything.
-    if let Some(existing) = store.get("global", b"keypair")? {
-        let version = existing.split(|b| *b == SEP).next().unwrap_or_default();
-        if version != plan.key.version.as_bytes() {
-            return Err(Error::Config(format!(
-                "the database already has server key ed25519:{}, the archive {}",
-                String::from_utf8_lossy(version),
-                plan.key.key_id()
-            )));
-        }
-    }
-    let mut w = Writer::begin(store, &plan.server_name)?;
-    w.state_window = options.state_window;
-    w.recent = options.recent;
-    write_into(w, archive, plan, media_dir).map_err(|e| Error::Interrupted(Box::new(e)))
-}
-
-fn write_into<S: Store>(
-    mut w: Writer<S>,
-    archive: &Archive,
-    plan: &Plan,
-    media_dir: &Path,
-) -> Result<WriteSummary> {
-    let mut sum = WriteSummary {
-        server_name: w.server_name.clone(),
-        ..Default::default()
-    };
-    w.put_keypair(&plan.key)?;
-
     let mut admins = Vec::new();
     for path in &plan.user_files {
         let user: UserRecord = fsutil::read_json(path)?;
         if user.admin && !user.deactivated {
             admins.push((user.user_id.clone(), user.displayname.clone()));
         }
-        if w.was_complete
-            && w.store
-                .get("userid_password", user.user_id.as_bytes())?
-                .is_some()
-        {
-            sum.users_kept += 1;
-            continue;
-        }
-        w.put_user(&user)?;
-        sum.users += 1;
     }
-    w.commit()?;
+    let mut s = WriteSession::begin(store, &plan.server_name, &plan.key, options, database)?;
+    let written = (|| {
+        s.admin_room(&plan.key, admins)?;
+        for meta in &plan.rooms {
+            s.room(archive, meta)?;
+        }
+        s.users_and_media(archive, plan)
+    })();
+    written.map_err(|e| Error::Interrupted(Box::new(e)))?;
+    s.finish()
+}
 
-    // Before the archive's rooms, so `#admins:S` is the admin room's alias.
-    sum.admin_room = w.put_admin_room(&plan.key, &admins)?;
-    sum.admins = admins.into_iter().map(|(id, _)| id).collect();
-    w.commit()?;
+/// One write into a database, whatever feeds it, in one order: the key, the admin room (so
+/// `#admins:S` is its alias), rooms, users, media.
+pub struct WriteSession<S: Store> {
+    w: Writer<S>,
+    sum: WriteSummary,
+    since_commit: u64,
+    media_dir: PathBuf,
+}
 
-    let admins_alias = format!("#admins:{}", w.server_name);
-    let mut since_commit = 0;
-    for meta in &plan.rooms {
+impl<S: Store> WriteSession<S> {
+    /// Checks the database belongs to this server and key, sets the in-progress guard and
+    /// stores the key.
+    pub fn begin(
+        mut store: S,
+        server_name: &str,
+        key: &ServerKey,
+        options: &WriteOptions,
+        database: &Path,
+    ) -> Result<Self> {
+        // A different server key means a different server: refuse before marking anything.
+        if let Some(existing) = store.get("global", b"keypair")? {
+            let version = existing.split(|b| *b == SEP).next().unwrap_or_default();
+            if version != key.version.as_bytes() {
+                return Err(Error::Config(format!(
+                    "the database already has server key ed25519:{}, the archive {}",
+                    String::from_utf8_lossy(version),
+                    key.key_id()
+                )));
+            }
+        }
+        let mut w = Writer::begin(store, server_name)?;
+        w.state_window = options.state_window;
+        w.recent = options.recent;
+        let sum = WriteSummary {
+            server_name: w.server_name.clone(),
+            ..Default::default()
+        };
+        let mut s = WriteSession {
+            w,
+            sum,
+            since_commit: 0,
+            media_dir: options
+                .media_dir
+                .clone()
+                .unwrap_or_else(|| database.join("media")),
+        };
+        s.w.put_keypair(key)
+            .map_err(|e| Error::Interrupted(Box::new(e)))?;
+        Ok(s)
+    }
+
+    /// Creates Conduit's admin room (once per database) with `admins` in it.
+    pub fn admin_room(
+        &mut self,
+        key: &ServerKey,
+        admins: Vec<(String, Option<String>)>,
+    ) -> Result<()> {
+        self.sum.admin_room = self.w.put_admin_room(key, &admins)?;
+        self.sum.admins = admins.into_iter().map(|(id, _)| id).collect();
+        self.w.commit()
+    }
+
+    /// Writes one room of the archive.
+    pub fn room(&mut self, archive: &Archive, meta: &RoomMeta) -> Result<()> {
+        let admins_alias = format!("#admins:{}", self.w.server_name);
         let dir = archive.room_dir(&meta.room_id);
         if meta.aliases.contains(&admins_alias) {
-            sum.warnings.push(format!(
+            self.sum.warnings.push(format!(
                 "{admins_alias} named room {} on Synapse; Conduit reserves it for its admin room, so that room keeps its other aliases only",
                 meta.room_id
             ));
         }
         let outliers = PduReader::open(&dir.join(OUTLIERS))?.collect::<Result<Vec<_>>>()?;
-        let report = w.put_room(
+        let report = self.w.put_room(
             meta,
             &outliers,
             PduReader::open(&dir.join(EVENTS))?.prefetched(),
         )?;
+        let sum = &mut self.sum;
         sum.rooms += 1;
         sum.events += report.events;
         sum.events_already_there += report.skipped_existing;
@@ -182,21 +244,61 @@ fn write_into<S: Store>(
         // Small rooms share a commit (each commit costs a WAL sync and, in SQLite, a walk over
         // its page cache); a crash loses only rooms the counter does not cover yet, which the
         // next run writes again.
-        since_commit += report.events + 1;
-        if since_commit >= COMMIT_EVERY {
-            w.commit()?;
-            since_commit = 0;
+        self.since_commit += report.events + 1;
+        if self.since_commit >= COMMIT_EVERY {
+            self.w.commit()?;
+            self.since_commit = 0;
         }
+        Ok(())
     }
-    w.commit()?;
 
-    for meta in &plan.media {
-        w.put_media(meta, &archive.media_blob_path(&meta.sha256), media_dir)?;
-        sum.media += 1;
-        if sum.media.is_multiple_of(1000) {
-            w.commit()?;
+    /// Writes the archive's users, then its media.
+    pub fn users_and_media(&mut self, archive: &Archive, plan: &Plan) -> Result<()> {
+        for path in &plan.user_files {
+            self.user(&fsutil::read_json(path)?)?;
         }
+        for meta in &plan.media {
+            self.media(archive, meta)?;
+        }
+        Ok(())
     }
-    w.finish()?;
-    Ok(sum)
+
+    /// Writes one user (a user Conduit has served since an earlier write keeps what it has).
+    pub fn user(&mut self, user: &UserRecord) -> Result<()> {
+        if self.w.was_complete
+            && self
+                .w
+                .store
+                .get("userid_password", user.user_id.as_bytes())?
+                .is_some()
+        {
+            self.sum.users_kept += 1;
+            return Ok(());
+        }
+        self.w.put_user(user)?;
+        self.sum.users += 1;
+        if self.sum.users.is_multiple_of(1000) {
+            self.w.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Copies one media file into Conduit's media directory and records it.
+    pub fn media(&mut self, archive: &Archive, meta: &MediaMeta) -> Result<()> {
+        self.w
+            .put_media(meta, &archive.media_blob_path(&meta.sha256), &self.media_dir)?;
+        self.sum.media += 1;
+        if self.sum.media.is_multiple_of(1000) {
+            self.w.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Marks the database finished (version 18) and makes it durable.
+    pub fn finish(self) -> Result<WriteSummary> {
+        self.w
+            .finish()
+            .map_err(|e| Error::Interrupted(Box::new(e)))?;
+        Ok(self.sum)
+    }
 }

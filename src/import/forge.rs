@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
 use ruma::signatures::Ed25519KeyPair;
@@ -16,6 +17,7 @@ use crate::archive::media::MediaMeta;
 use crate::archive::room::{self, PduLine, PduWriter, RoomMeta};
 use crate::archive::user::{AccountData, UserRecord, UserSecrets};
 use crate::archive::{fsutil, manifest, Archive, Checkpoint, Entry, ItemKind};
+use crate::conduit::write::Archived;
 use crate::error::{Error, Result};
 use crate::import::model::{Item, ItemKind as Kind, Room, RoomKind, User, Workspace};
 use crate::matrix::forge::RoomBuilder;
@@ -48,15 +50,19 @@ pub struct ForgeSummary {
 }
 
 /// Forges `ws` into the archive at `archive`, signing with `key`. Rooms the checkpoint records
-/// are not forged again; `manifest.json` is written last.
+/// are not forged again; `manifest.json` is written last. `announce`: see [`Forger::announce_to`].
 pub fn forge(
     ws: &Workspace,
     key: &ServerKey,
     archive: &Archive,
     options: &ForgeOptions,
     progress: &Progress,
+    announce: Option<Sender<Archived>>,
 ) -> Result<ForgeSummary> {
     let mut f = Forger::new(&ws.users, key, archive, options)?;
+    if let Some(to) = announce {
+        f.announce_to(to);
+    }
     for m in &ws.media {
         f.media(m)?;
     }
@@ -78,6 +84,8 @@ pub struct Forger<'a> {
     joined: HashMap<String, Vec<String>>,
     direct: HashMap<String, BTreeMap<String, Vec<String>>>,
     sum: ForgeSummary,
+    /// Told of every room as it is recorded, and of the finished archive.
+    announce: Option<Sender<Archived>>,
 }
 
 impl<'a> Forger<'a> {
@@ -119,7 +127,24 @@ impl<'a> Forger<'a> {
             joined: HashMap::new(),
             direct: HashMap::new(),
             sum: ForgeSummary::default(),
+            announce: None,
         })
+    }
+
+    /// Tells `to` (a database writer, [`crate::conduit::write::write_as_archived`]) of each room
+    /// once it is complete in the archive, and when the archive is finished.
+    pub fn announce_to(&mut self, to: Sender<Archived>) {
+        self.announce = Some(to);
+    }
+
+    fn announce(&self, step: Archived) -> Result<()> {
+        match &self.announce {
+            Some(to) => to.send(step).map_err(|_| Error::Archive {
+                path: self.archive.root().to_owned(),
+                reason: "the database writer stopped".into(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Whether the room is in the archive already (then [`Forger::room`] only notes members).
@@ -197,7 +222,7 @@ impl<'a> Forger<'a> {
                 }
             }
         }
-        Ok(())
+        self.announce(Archived::Room(room.room_id.clone()))
     }
 
     /// Writes the users, the report and the manifest.
@@ -264,6 +289,7 @@ impl<'a> Forger<'a> {
             &self.shared.options.server_name,
             source,
         )?;
+        self.announce(Archived::Complete)?;
         Ok(self.sum)
     }
 }

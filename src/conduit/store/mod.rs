@@ -39,6 +39,16 @@ pub enum Backend {
     Sqlite,
 }
 
+impl Backend {
+    /// Opens (creating if needed) the database at `path` with this backend.
+    pub fn open(self, path: &Path) -> Result<Box<dyn Store + Send>> {
+        Ok(match self {
+            Backend::Rocksdb => Box::new(rocksdb::RocksStore::open(path)?),
+            Backend::Sqlite => Box::new(sqlite::SqliteStore::open(path)?),
+        })
+    }
+}
+
 /// Refuses a database that a running process (Conduit) has open. Conduit keeps its files open
 /// for as long as it runs, so any process holding a file under the database path counts.
 pub fn refuse_if_open(database_path: &Path) -> Result<()> {
