@@ -773,3 +773,92 @@ fn test_mattermost_reports_each_step() {
         "{stdout}"
     );
 }
+
+/// `mattermost export assets|memberships|messages`: each step needs the ones before it, writes
+/// its mapping files and checkpoint line, and the archive they make is the one `import` makes,
+/// event for event; `status` lists the steps; `export all` again forges nothing.
+#[test]
+fn export_steps_make_the_same_archive_as_the_import() {
+    let pg = postgres();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let key = key_file(dir.path());
+    let (dsn, files) = (env("TM_MM_PG_URL"), env("TM_MM_FILES"));
+    let step = |name: &str| {
+        common::tm(
+            &[
+                "mattermost",
+                "export",
+                name,
+                "--data-source",
+                &dsn,
+                "--files",
+                &files,
+                "--server-name",
+                SERVER,
+                "--archive",
+                archive.to_str().unwrap(),
+                "--signing-key",
+                key.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    let early = step("messages");
+    assert!(!early.status.success());
+    let err = String::from_utf8_lossy(&early.stderr);
+    assert!(
+        err.contains("needs `mattermost export assets` first"),
+        "{err}"
+    );
+    common::succeeded(&step("assets"), "export assets");
+    let users = mapping(&archive, "users");
+    for u in fixture()["users"].as_array().unwrap() {
+        let id = u["id"].as_str().unwrap();
+        assert_eq!(
+            users.get(id),
+            Some(&uid(u["username"].as_str().unwrap())),
+            "users.json maps {id}"
+        );
+    }
+    let rooms = mapping(&archive, "rooms");
+    let a = Archive::open(&pg.archive).unwrap();
+    for room_id in a.room_ids().unwrap() {
+        assert!(
+            rooms.values().any(|r| *r == room_id),
+            "rooms.json has {room_id}"
+        );
+    }
+    assert!(
+        step("messages").status.code() == Some(1),
+        "memberships first"
+    );
+    common::succeeded(&step("memberships"), "export memberships");
+    let members: Value = serde_json::from_str(
+        &std::fs::read_to_string(archive.join("mapping/memberships.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        members
+            .as_object()
+            .unwrap()
+            .values()
+            .any(|m| !m["now"].as_array().unwrap().is_empty()),
+        "{members}"
+    );
+    let out = common::succeeded(&step("messages"), "export messages");
+    assert!(out.contains("archive complete"), "{out}");
+    let status = tm_ok(&["status", "--archive", archive.to_str().unwrap()]);
+    assert!(
+        status.contains("(assets, memberships, messages)"),
+        "{status}"
+    );
+    let b = Archive::open(&archive).unwrap();
+    assert_eq!(a.room_ids().unwrap(), b.room_ids().unwrap());
+    for r in a.room_ids().unwrap() {
+        assert_eq!(event_ids(&a, &r), event_ids(&b, &r), "events of {r}");
+    }
+    let again = common::succeeded(&step("all"), "export all again");
+    assert!(again.contains(" 0 rooms forged"), "{again}");
+    assert!(again.contains(", 0 events,"), "{again}");
+}

@@ -23,6 +23,8 @@ pub enum ItemKind {
     Room,
     Media,
     Keys,
+    /// A step of a multi-step export (`mattermost export assets|memberships|messages`).
+    Step,
 }
 
 impl ItemKind {
@@ -33,6 +35,7 @@ impl ItemKind {
             ItemKind::Room => "rooms",
             ItemKind::Media => "media",
             ItemKind::Keys => "keys",
+            ItemKind::Step => "steps",
         }
     }
 }

@@ -24,6 +24,7 @@ pub fn finalize(
         ItemKind::User,
         ItemKind::Room,
         ItemKind::Media,
+        ItemKind::Step,
     ] {
         for e in checkpoint.entries(kind) {
             match kind {
@@ -40,7 +41,7 @@ pub fn finalize(
                     counts.media += 1;
                     counts.media_bytes += e.counts.get("bytes").copied().unwrap_or(0);
                 }
-                ItemKind::Keys => {}
+                ItemKind::Keys | ItemKind::Step => {}
             }
             if matches!(kind, ItemKind::User | ItemKind::Keys) {
                 secret_files.extend(e.files.keys().cloned());

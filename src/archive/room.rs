@@ -78,8 +78,9 @@ pub const META: &str = "room.json";
 pub const EVENTS: &str = "events.jsonl.zst";
 pub const OUTLIERS: &str = "outliers.jsonl.zst";
 
-/// zstd level: 3 is the library default, fast and already ~8x on PDU JSON.
-const ZSTD_LEVEL: i32 = 3;
+/// zstd level: 1 compresses PDU JSON almost as well as the default 3 (~3 % larger) in ~55 % of
+/// the time (145 MB of one room: 0.42 s against 0.76 s), and forging writes every event.
+const ZSTD_LEVEL: i32 = 1;
 
 /// Writes a PDU file as zstd-compressed JSON lines.
 pub fn write_pdus<'a>(path: &Path, lines: impl IntoIterator<Item = &'a PduLine>) -> Result<u64> {

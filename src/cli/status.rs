@@ -27,14 +27,18 @@ pub fn run(args: StatusArgs, config: &Config) -> Result<i32> {
         (ItemKind::User, "users"),
         (ItemKind::Room, "rooms"),
         (ItemKind::Media, "media"),
+        (ItemKind::Step, "steps"),
     ] {
         let entries = cp.entries(kind);
         let errors: usize = entries.iter().map(|e| e.errors.len()).sum();
         let events: u64 = entries.iter().filter_map(|e| e.counts.get("events")).sum();
-        let extra = if kind == ItemKind::Room {
-            format!(", {events} events")
-        } else {
-            String::new()
+        let extra = match kind {
+            ItemKind::Room => format!(", {events} events"),
+            ItemKind::Step if !entries.is_empty() => {
+                let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+                format!(" ({})", ids.join(", "))
+            }
+            _ => String::new(),
         };
         println!(
             "  {name:<6} {:>6} done{extra}{}",

@@ -285,8 +285,11 @@ impl<S: Store> WriteSession<S> {
 
     /// Copies one media file into Conduit's media directory and records it.
     pub fn media(&mut self, archive: &Archive, meta: &MediaMeta) -> Result<()> {
-        self.w
-            .put_media(meta, &archive.media_blob_path(&meta.sha256), &self.media_dir)?;
+        self.w.put_media(
+            meta,
+            &archive.media_blob_path(&meta.sha256),
+            &self.media_dir,
+        )?;
         self.sum.media += 1;
         if self.sum.media.is_multiple_of(1000) {
             self.w.commit()?;

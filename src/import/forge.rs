@@ -19,10 +19,9 @@ use crate::archive::user::{AccountData, UserRecord, UserSecrets};
 use crate::archive::{fsutil, manifest, Archive, Checkpoint, Entry, ItemKind};
 use crate::conduit::write::Archived;
 use crate::error::{Error, Result};
-use crate::import::model::{Item, ItemKind as Kind, Room, RoomKind, User, Workspace};
+use crate::import::model::{Item, ItemKind as Kind, Room, RoomKind, User};
 use crate::matrix::forge::RoomBuilder;
 use crate::matrix::keys::ServerKey;
-use crate::progress::Progress;
 
 /// A PDU must stay under 65,536 bytes as JSON; this leaves room for the envelope (ids, hashes,
 /// signatures, auth and prev events).
@@ -49,32 +48,6 @@ pub struct ForgeSummary {
     pub skipped: u64,
 }
 
-/// Forges `ws` into the archive at `archive`, signing with `key`. Rooms the checkpoint records
-/// are not forged again; `manifest.json` is written last. `announce`: see [`Forger::announce_to`].
-pub fn forge(
-    ws: &Workspace,
-    key: &ServerKey,
-    archive: &Archive,
-    options: &ForgeOptions,
-    progress: &Progress,
-    announce: Option<Sender<Archived>>,
-) -> Result<ForgeSummary> {
-    let mut f = Forger::new(&ws.users, key, archive, options)?;
-    if let Some(to) = announce {
-        f.announce_to(to);
-    }
-    for m in &ws.media {
-        f.media(m)?;
-    }
-    let bar = progress.bar("rooms", ws.rooms.len() as u64);
-    for room in &ws.rooms {
-        f.room(room)?;
-        bar.inc(1);
-    }
-    bar.finish();
-    f.finish(&ws.users, &ws.skipped, &ws.source, &ws.source_version)
-}
-
 /// Forges rooms one at a time (so a source can hand over one room, then drop it), gathering
 /// what the users' records need (joined rooms, `m.direct`) until [`Forger::finish`].
 pub struct Forger<'a> {
@@ -86,6 +59,8 @@ pub struct Forger<'a> {
     sum: ForgeSummary,
     /// Told of every room as it is recorded, and of the finished archive.
     announce: Option<Sender<Archived>>,
+    /// Rooms and media this run has seen (a multi-step run hands some over twice).
+    seen: HashSet<String>,
 }
 
 impl<'a> Forger<'a> {
@@ -128,6 +103,7 @@ impl<'a> Forger<'a> {
             direct: HashMap::new(),
             sum: ForgeSummary::default(),
             announce: None,
+            seen: HashSet::new(),
         })
     }
 
@@ -152,8 +128,16 @@ impl<'a> Forger<'a> {
         self.checkpoint.is_done(ItemKind::Room, room_id)
     }
 
+    /// The archive's checkpoint (for steps a caller records).
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.checkpoint
+    }
+
     /// Copies one file into the archive's media.
     pub fn media(&mut self, m: &crate::import::model::Media) -> Result<()> {
+        if !self.seen.insert(format!("mxc:{}", m.media_id)) {
+            return Ok(());
+        }
         if !self.checkpoint.is_done(ItemKind::Media, &m.media_id) {
             let s = &self.shared;
             put_media(
@@ -188,8 +172,12 @@ impl<'a> Forger<'a> {
         }
     }
 
-    /// Records a forged room (`None`: it was in the archive already).
+    /// Records a forged room (`None`: it was in the archive already). A room already recorded
+    /// in this run is not recorded again.
     pub fn record(&mut self, room: &Room, forged: Option<Forged>) -> Result<()> {
+        if !self.seen.insert(room.room_id.clone()) {
+            return Ok(());
+        }
         match forged {
             None => self.sum.rooms_already_done += 1,
             Some(done) => {
@@ -332,13 +320,15 @@ pub struct RoomJob {
 }
 
 impl RoomJob {
-    /// Forges the room (the slow part: signing, hashing, compressing).
-    pub fn run(self) -> Result<(Room, Option<Forged>)> {
+    /// Forges the room (the slow part: signing, hashing, compressing). The room comes back
+    /// without its timeline, which is in the archive now.
+    pub fn run(mut self) -> Result<(Room, Option<Forged>)> {
         let forged = if self.done {
             None
         } else {
             Some(self.shared.forge(&self.room)?)
         };
+        self.room.timeline = Vec::new();
         Ok((self.room, forged))
     }
 }

@@ -1,10 +1,12 @@
 //! Mattermost as a source (issue 5): where its database and files are (`config.json`), reading
 //! them ([`db`]), and mapping what was read ([`rows`]) into the import model ([`map`], with
-//! Markdown, mentions and emoji converted by [`convert`]).
+//! Markdown, mentions and emoji converted by [`convert`]); [`mapping`] files say which Matrix
+//! id each Mattermost id became.
 
 pub mod config;
 pub mod convert;
 pub mod db;
 pub mod export;
 pub mod map;
+pub mod mapping;
 pub mod rows;

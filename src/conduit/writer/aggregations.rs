@@ -102,7 +102,12 @@ impl<S: Store> Writer<S> {
 
     /// A reply (`reply_pid`, sent by `sender`) joins the thread of `root`; the root is
     /// rewritten at the next [`Writer::flush_threads`].
-    pub(super) fn add_to_thread(&mut self, root: &str, reply_pid: &[u8], sender: &str) -> Result<()> {
+    pub(super) fn add_to_thread(
+        &mut self,
+        root: &str,
+        reply_pid: &[u8],
+        sender: &str,
+    ) -> Result<()> {
         let Some(root_pid) = self.store.get("eventid_pduid", root.as_bytes())? else {
             return Ok(());
         };

@@ -1,0 +1,372 @@
+//! `mattermost …` commands.
+
+mod source;
+mod steps;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+
+use transition_matrix::archive::{fsutil, Archive};
+use transition_matrix::conduit::store::Backend;
+use transition_matrix::conduit::write::{write_as_archived, Archived, WriteOptions, WriteSummary};
+use transition_matrix::import::forge::new_server_key;
+use transition_matrix::import::model::User;
+use transition_matrix::import::synapse::{self, SynapseTarget};
+use transition_matrix::matrix::keys::ServerKey;
+use transition_matrix::mattermost::map::{Deleted, MapOptions};
+use transition_matrix::progress::Progress;
+use zeroize::Zeroizing;
+
+pub use source::diagnose;
+use steps::{Step, Target};
+
+#[derive(Debug, Subcommand)]
+pub enum MattermostCmd {
+    /// Import a Mattermost workspace: read its database, forge signed Matrix rooms into an
+    /// archive, and (with --conduit-db) write them into a Conduit database. Safe to re-run.
+    #[command(after_help = "Examples:\n  \
+        transition-matrix mattermost import --mattermost-config /opt/mattermost/config/config.json \\\n      \
+        --server-name example.org --archive ./mm-archive --conduit-db /var/lib/matrix-conduit\n  \
+        transition-matrix mattermost import --driver postgres \\\n      \
+        --data-source 'postgres://mmuser:secret@127.0.0.1:5432/mattermost?sslmode=disable' \\\n      \
+        --files /opt/mattermost/data --server-name example.org --archive ./mm-archive")]
+    Import(Box<ImportArgs>),
+    /// Run the import's export into the archive in steps: `assets` (users, pictures, emoji,
+    /// teams as spaces, id mapping files), `memberships` (who is in which room), `messages`
+    /// (every channel's history; completes the archive), or `all`. Each step resumes and a
+    /// re-run adds nothing; `status --archive` shows the steps done. Then write the archive
+    /// with `conduit write` (or run `mattermost import`, which does every step left).
+    #[command(after_help = "Examples:\n  \
+        transition-matrix mattermost export assets --mattermost-config /opt/mattermost/config/config.json \\\n      \
+        --server-name example.org --archive ./mm-archive\n  \
+        transition-matrix mattermost export memberships --mattermost-config … --server-name example.org --archive ./mm-archive\n  \
+        transition-matrix mattermost export messages --mattermost-config … --server-name example.org --archive ./mm-archive\n  \
+        transition-matrix conduit write --archive ./mm-archive --database /var/lib/matrix-conduit")]
+    Export(Box<ExportArgs>),
+    /// Print an application-service registration for `import --synapse-url` (new random
+    /// tokens). Save it where Synapse can read it, list it under `app_service_config_files` in
+    /// homeserver.yaml, restart Synapse, and pass its `as_token` to the import.
+    #[command(after_help = "Example:\n  \
+        transition-matrix mattermost registration --server-name example.org --out /etc/matrix-synapse/tm-import.yaml")]
+    Registration {
+        /// Synapse's server name.
+        #[arg(long)]
+        server_name: String,
+        /// Write it to this file (created 0600: it holds the tokens) instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Where the Mattermost database is.
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    /// Mattermost's config.json (database and file store are read from it; MM_* environment
+    /// variables override it as they do for the server).
+    #[arg(long, value_name = "PATH")]
+    pub mattermost_config: Option<PathBuf>,
+    /// The database, in either of Mattermost's DataSource forms (overrides config.json).
+    #[arg(
+        long,
+        value_name = "DSN",
+        env = "TM_MM_DATA_SOURCE",
+        hide_env_values = true
+    )]
+    pub data_source: Option<String>,
+    /// The database driver of --data-source.
+    #[arg(long, value_enum, default_value = "postgres")]
+    pub driver: DriverArg,
+    /// The file store (`FileSettings.Directory`; overrides config.json).
+    #[arg(long, value_name = "DIR")]
+    pub files: Option<PathBuf>,
+    /// Reach the Mattermost host over SSH (`user@host[:port]`): --mattermost-config and --files
+    /// are paths there, the database is reached through a port forward.
+    #[arg(long, value_name = "USER@HOST[:PORT]")]
+    pub ssh: Option<String>,
+    /// SSH private key (default: the SSH agent, unless --ssh-password-env is given).
+    #[arg(long, value_name = "PATH", requires = "ssh")]
+    pub ssh_key: Option<PathBuf>,
+    /// Environment variable holding the SSH password (or the key's passphrase with --ssh-key).
+    #[arg(long, value_name = "VAR", requires = "ssh")]
+    pub ssh_password_env: Option<String>,
+    /// known_hosts file the host key must be in [default: ~/.ssh/known_hosts].
+    #[arg(long, value_name = "PATH", requires = "ssh")]
+    pub ssh_known_hosts: Option<PathBuf>,
+    /// Read an `mmctl export` zip instead of the database (only live content: no edit
+    /// history, deleted posts or membership history; its files come from the zip).
+    #[arg(long, value_name = "ZIP", conflicts_with_all = ["mattermost_config", "data_source"])]
+    pub export: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DriverArg {
+    Postgres,
+    Mysql,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DeletedArg {
+    /// Leave deleted posts out.
+    Omit,
+    /// Import them and redact them at their deletion time.
+    Redact,
+}
+
+/// What every import and export step reads and forges with.
+#[derive(Debug, Args)]
+pub struct ForgeArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// The Matrix server name the rooms and users belong to.
+    #[arg(long)]
+    pub server_name: String,
+    /// Where the forged archive goes (also the import's state: a re-run resumes from it).
+    #[arg(long)]
+    pub archive: PathBuf,
+    /// The server's signing key (Synapse's format, e.g. the one a Synapse migration moved).
+    /// Default: the archive's key, or a new one.
+    #[arg(long, value_name = "PATH")]
+    pub signing_key: Option<PathBuf>,
+    /// What to do with deleted posts.
+    #[arg(long, value_enum, default_value = "omit")]
+    pub deleted: DeletedArg,
+    /// JSON file mapping Mattermost usernames to Matrix localparts (or user ids), e.g.
+    /// {"jdoe": "john.doe"}; everyone else keeps their username.
+    #[arg(long, value_name = "FILE")]
+    pub user_map: Option<PathBuf>,
+    /// Room version of the new rooms.
+    #[arg(long, default_value = "10")]
+    pub room_version: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub forge: ForgeArgs,
+    /// Write the result into this Conduit database (Conduit stopped).
+    #[arg(long, value_name = "PATH")]
+    pub conduit_db: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "sqlite")]
+    pub backend: Backend,
+    /// Send the result into this running Synapse instead (client API, as an application
+    /// service: `mattermost registration` makes its registration).
+    #[arg(long, value_name = "URL", conflicts_with = "conduit_db")]
+    pub synapse_url: Option<String>,
+    /// Environment variable holding the application service's `as_token`.
+    #[arg(long, value_name = "VAR", default_value = "TM_SYNAPSE_AS_TOKEN")]
+    pub as_token_env: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Which step: assets, memberships, messages, or all.
+    #[arg(value_enum)]
+    pub step: Step,
+    #[command(flatten)]
+    pub forge: ForgeArgs,
+}
+
+pub async fn run(cmd: MattermostCmd) -> Result<i32> {
+    match cmd {
+        MattermostCmd::Import(a) => import(*a).await,
+        MattermostCmd::Export(a) => export(*a).await,
+        MattermostCmd::Registration { server_name, out } => {
+            let yaml = synapse::new_registration(&server_name)?;
+            match out {
+                Some(path) => {
+                    use std::io::Write as _;
+                    fsutil::create_file(&path, true)?
+                        .write_all(yaml.as_bytes())
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    println!(
+                        "wrote {} (add it to app_service_config_files)",
+                        path.display()
+                    );
+                }
+                None => print!("{yaml}"),
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn server_key(a: &ForgeArgs, archive: &Archive) -> Result<ServerKey> {
+    let in_archive = archive.keys_dir().join("signing.key");
+    if let Some(p) = &a.signing_key {
+        return Ok(ServerKey::read_synapse(p)?.remove(0));
+    }
+    if in_archive.is_file() {
+        return Ok(ServerKey::read_synapse(&in_archive)?.remove(0));
+    }
+    Ok(new_server_key(&archive.keys_dir())?)
+}
+
+fn map_options(a: &ForgeArgs, files: Option<PathBuf>) -> Result<MapOptions> {
+    let user_map = match &a.user_map {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{}: expected a JSON object of username → localpart",
+                    p.display()
+                )
+            })?
+        }
+        None => Default::default(),
+    };
+    Ok(MapOptions {
+        user_map,
+        server_name: a.server_name.clone(),
+        files,
+        deleted: match a.deleted {
+            DeletedArg::Omit => Deleted::Omit,
+            DeletedArg::Redact => Deleted::Redact,
+        },
+    })
+}
+
+async fn import(a: ImportArgs) -> Result<i32> {
+    let archive = Archive::create(&a.forge.archive)?;
+    let key = server_key(&a.forge, &archive)?;
+    let target = a.conduit_db.clone().map(|database| Target {
+        database,
+        backend: a.backend,
+    });
+    let mut writer = None;
+    let forged = steps::run(&a.forge, &archive, &key, Step::All, target, &mut writer).await;
+    // The writer's error explains a forge that stopped because the writer did.
+    let written = writer.map(ConduitWriter::wait).transpose()?;
+    let s = forged?.context("the messages step did not run")?;
+    println!(
+        "forged {} rooms ({} already in the archive), {} events, {} users, {} media; {} joins added where the history lacked them; {} items left out (import-report.json)",
+        s.rooms, s.rooms_already_done, s.events, s.users, s.media, s.joins_added, s.skipped
+    );
+    if let (Some(w), Some(db_path)) = (written, &a.conduit_db) {
+        print_written(&w, db_path);
+    } else if let Some(url) = &a.synapse_url {
+        replay_into_synapse(&a.forge.archive, url, &a.as_token_env).await?;
+    } else {
+        println!(
+            "next: transition-matrix conduit write --archive {} --database <conduit database_path>",
+            a.forge.archive.display()
+        );
+    }
+    Ok(0)
+}
+
+async fn export(a: ExportArgs) -> Result<i32> {
+    let archive = Archive::create(&a.forge.archive)?;
+    let key = server_key(&a.forge, &archive)?;
+    if let Some(s) = steps::run(&a.forge, &archive, &key, a.step, None, &mut None).await? {
+        println!(
+            "archive complete: {} rooms forged ({} already there), {} events, {} users, {} media; {} items left out (import-report.json)",
+            s.rooms, s.rooms_already_done, s.events, s.users, s.media, s.skipped
+        );
+        println!(
+            "next: transition-matrix conduit write --archive {} --database <conduit database_path>",
+            a.forge.archive.display()
+        );
+    }
+    Ok(0)
+}
+
+/// `--conduit-db`: the event writer on its own thread, writing each room as soon as the forge
+/// completes it in the archive (forging and writing overlap; the archive stays the record that
+/// `conduit verify` and a resumed run read).
+struct ConduitWriter {
+    to: Sender<Archived>,
+    thread: std::thread::JoinHandle<transition_matrix::error::Result<WriteSummary>>,
+}
+
+impl ConduitWriter {
+    /// Starts the writer into `target`.
+    fn start(
+        target: Target,
+        server_name: &str,
+        archive: &Archive,
+        key: &ServerKey,
+        users: &[User],
+    ) -> Result<Self> {
+        let Target { database, backend } = target;
+        let archive = archive.clone();
+        let key = ServerKey::parse_synapse(&key.synapse_line(), &archive.keys_dir())?.remove(0);
+        let admins = (users.iter())
+            .filter(|u| u.admin && !u.deactivated)
+            .map(|u| (u.user_id.clone(), u.displayname.clone()))
+            .collect();
+        let options = WriteOptions::new(backend);
+        let server_name = server_name.to_owned();
+        let (to, steps) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("conduit-writer".into())
+            .spawn(move || {
+                write_as_archived(
+                    &archive,
+                    &database,
+                    &options,
+                    &server_name,
+                    &key,
+                    admins,
+                    steps,
+                )
+            })
+            .context("cannot start the database writer")?;
+        Ok(ConduitWriter { to, thread })
+    }
+
+    /// Waits for the writer (it ends when told the archive is complete, or when the import
+    /// stops: then the database stays marked unfinished, and a re-run resumes it).
+    fn wait(self) -> Result<WriteSummary> {
+        drop(self.to);
+        let written = self
+            .thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the database writer panicked"))?;
+        Ok(written?)
+    }
+}
+
+async fn replay_into_synapse(archive: &Path, url: &str, token_env: &str) -> Result<()> {
+    let token = Zeroizing::new(std::env::var(token_env).with_context(|| {
+        format!(
+            "set {token_env} to the application service's as_token (see `mattermost registration`)"
+        )
+    })?);
+    let archive = Archive::open(archive)?;
+    let target = SynapseTarget::new(url, &token)?;
+    let t0 = std::time::Instant::now();
+    let s = synapse::replay(&archive, &target, &Progress::new()).await?;
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "sent to Synapse: {} users registered ({} existed), {} media, {} rooms created, {} events in {:.1} s ({:.0} events/s; {} sent before)",
+        s.users_registered,
+        s.users_existing,
+        s.media,
+        s.rooms_created,
+        s.events_sent,
+        secs,
+        s.events_sent as f64 / secs.max(1e-9),
+        s.events_already_sent
+    );
+    for w in &s.warnings {
+        println!("warning: {w}");
+    }
+    Ok(())
+}
+
+fn print_written(s: &WriteSummary, database: &Path) {
+    println!(
+        "wrote {} users ({} already there), {} rooms, {} events ({} already there), {} media into {}",
+        s.users, s.users_kept, s.rooms, s.events, s.events_already_there, s.media, database.display()
+    );
+    println!(
+        "Passwords: Mattermost's bcrypt hashes were copied; Conduit checks them with \
+         patches/conduit-bcrypt-login.patch. Without it, set one per user in the admin room \
+         (`@conduit:{}: reset-password <user>`).",
+        s.server_name
+    );
+}

@@ -1,0 +1,391 @@
+//! `mattermost export assets|memberships|messages|all`: the import in steps an admin can run
+//! (and re-run) one at a time, each recorded in the archive's checkpoint:
+//!
+//! - **assets**: users, their pictures, custom emoji, teams as spaces; `mapping/users.json` and
+//!   `mapping/rooms.json` (Mattermost id → Matrix id).
+//! - **memberships**: who is in which room now, and how much join/leave history Mattermost
+//!   kept (`mapping/memberships.json`). The membership *events* are forged with the messages:
+//!   a room is one timeline, and a join must come before the first message it allows.
+//! - **messages**: every channel's history (posts, threads, files, reactions, edits, and the
+//!   membership events), then the users' records and `manifest.json`: the archive is complete.
+//!
+//! Every step skips what the archive already holds, so a re-run adds nothing.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::ValueEnum;
+
+use transition_matrix::archive::{Archive, Checkpoint, Entry, ItemKind};
+use transition_matrix::conduit::store::Backend;
+use transition_matrix::import::forge::{ForgeOptions, ForgeSummary, Forger};
+use transition_matrix::import::model::{Room, RoomKind, User};
+use transition_matrix::matrix::keys::ServerKey;
+use transition_matrix::mattermost::db::MattermostDb;
+use transition_matrix::mattermost::export;
+use transition_matrix::mattermost::map::{room_id, workspace, ChannelRows, Mapper};
+use transition_matrix::mattermost::mapping;
+use transition_matrix::mattermost::rows::Snapshot;
+use transition_matrix::progress::Progress;
+
+use super::source::{connect_ssh, fetch_remote_files, file_paths, meta_paths, open_source};
+use super::{map_options, ConduitWriter, ForgeArgs};
+
+/// One export step, or all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Step {
+    Assets,
+    Memberships,
+    Messages,
+    All,
+}
+
+impl Step {
+    fn runs(self, step: Step) -> bool {
+        self == Step::All || self == step
+    }
+
+    fn id(self) -> &'static str {
+        match self {
+            Step::Assets => "assets",
+            Step::Memberships => "memberships",
+            Step::Messages => "messages",
+            Step::All => "all",
+        }
+    }
+}
+
+/// Where the rooms go as they are forged (`mattermost import --conduit-db`).
+pub struct Target {
+    pub database: PathBuf,
+    pub backend: Backend,
+}
+
+/// Runs `step` into the archive; `Some` summary once the messages step ran (the archive is
+/// complete then). With `target`, a writer writes each room as it is forged, returned in
+/// `writer` for the caller to wait on.
+pub async fn run(
+    a: &ForgeArgs,
+    archive: &Archive,
+    key: &ServerKey,
+    step: Step,
+    target: Option<Target>,
+    writer: &mut Option<ConduitWriter>,
+) -> Result<Option<ForgeSummary>> {
+    let options = ForgeOptions {
+        server_name: a.server_name.clone(),
+        room_version: a.room_version.clone(),
+    };
+    match &a.source.export {
+        Some(zip) => from_export(a, zip, archive, key, &options, step, target, writer),
+        None => from_database(a, archive, key, &options, step, target, writer).await,
+    }
+}
+
+/// Steps before `step` that must be done (in this run or an earlier one).
+fn require(forger: &Forger, step: Step, wanted: Step) -> Result<()> {
+    for before in [Step::Assets, Step::Memberships] {
+        if before == step {
+            break;
+        }
+        if !wanted.runs(before) && !forger.checkpoint().is_done(ItemKind::Step, before.id()) {
+            bail!(
+                "`mattermost export {}` needs `mattermost export {}` first (or `export all`)",
+                step.id(),
+                before.id()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn record_step(
+    checkpoint: &Checkpoint,
+    step: Step,
+    files: Vec<(String, String)>,
+    counts: BTreeMap<String, u64>,
+) -> Result<()> {
+    checkpoint.record(Entry {
+        kind: ItemKind::Step,
+        id: step.id().into(),
+        files: files.into_iter().collect(),
+        counts,
+        errors: Vec::new(),
+    })?;
+    eprintln!("step {} done", step.id());
+    Ok(())
+}
+
+/// Records the messages step once the forger has finished the archive.
+fn messages_done(archive: &Archive, sum: &ForgeSummary) -> Result<()> {
+    let checkpoint = Checkpoint::open(&archive.checkpoint_path())?;
+    let counts = BTreeMap::from([
+        ("rooms".to_owned(), sum.rooms + sum.rooms_already_done),
+        ("events".to_owned(), sum.events),
+        ("users".to_owned(), sum.users),
+    ]);
+    record_step(&checkpoint, Step::Messages, Vec::new(), counts)
+}
+
+/// Assets: media, spaces, and the id mappings.
+fn assets(
+    forger: &mut Forger,
+    archive: &Archive,
+    snap: &Snapshot,
+    users: &[User],
+    media: &[transition_matrix::import::model::Media],
+    spaces: &[Room],
+    server_name: &str,
+) -> Result<()> {
+    for m in media {
+        forger.media(m)?;
+    }
+    for s in spaces {
+        forger.room(s)?;
+    }
+    let user_ids = mapping::users(users);
+    let rooms = mapping::rooms(snap, server_name);
+    let files = vec![
+        mapping::write(archive, "users", &user_ids)?,
+        mapping::write(archive, "rooms", &rooms)?,
+    ];
+    let counts = BTreeMap::from([
+        ("users".to_owned(), user_ids.len() as u64),
+        ("rooms".to_owned(), rooms.len() as u64),
+        ("media".to_owned(), media.len() as u64),
+    ]);
+    record_step(forger.checkpoint(), Step::Assets, files, counts)
+}
+
+/// Memberships: who is in which room now.
+fn memberships(
+    forger: &Forger,
+    archive: &Archive,
+    snap: &Snapshot,
+    users: &[User],
+    server_name: &str,
+) -> Result<()> {
+    let members = mapping::memberships(snap, &mapping::users(users), server_name);
+    let total = members.values().map(|m| m.now.len() as u64).sum();
+    let files = vec![mapping::write(archive, "memberships", &members)?];
+    let counts = BTreeMap::from([
+        ("rooms".to_owned(), members.len() as u64),
+        ("memberships".to_owned(), total),
+    ]);
+    record_step(forger.checkpoint(), Step::Memberships, files, counts)
+}
+
+fn start_writer(
+    forger: &mut Forger,
+    target: Option<Target>,
+    a: &ForgeArgs,
+    archive: &Archive,
+    key: &ServerKey,
+    users: &[User],
+    writer: &mut Option<ConduitWriter>,
+) -> Result<()> {
+    if let Some(t) = target {
+        let w = ConduitWriter::start(t, &a.server_name, archive, key, users)?;
+        forger.announce_to(w.to.clone());
+        *writer = Some(w);
+    }
+    Ok(())
+}
+
+/// A bulk export: read whole (it is one zip), mapped at once, rooms forged in order.
+#[allow(clippy::too_many_arguments)]
+fn from_export(
+    a: &ForgeArgs,
+    zip: &std::path::Path,
+    archive: &Archive,
+    key: &ServerKey,
+    options: &ForgeOptions,
+    step: Step,
+    target: Option<Target>,
+    writer: &mut Option<ConduitWriter>,
+) -> Result<Option<ForgeSummary>> {
+    let files = a.archive.join("mattermost-files");
+    eprintln!("reading the bulk export {} …", zip.display());
+    let snap = export::read(zip, &files)?;
+    let ws = workspace(&snap, &map_options(a, Some(files))?);
+    let mut forger = Forger::new(&ws.users, key, archive, options)?;
+    if step.runs(Step::Messages) {
+        require(&forger, Step::Messages, step)?;
+        start_writer(&mut forger, target, a, archive, key, &ws.users, writer)?;
+    }
+    let (spaces, channels): (Vec<&Room>, Vec<&Room>) =
+        ws.rooms.iter().partition(|r| r.kind == RoomKind::Space);
+    if step.runs(Step::Assets) {
+        let spaces: Vec<Room> = spaces.iter().map(|r| (*r).clone()).collect();
+        assets(
+            &mut forger,
+            archive,
+            &snap,
+            &ws.users,
+            &ws.media,
+            &spaces,
+            &a.server_name,
+        )?;
+    }
+    if step.runs(Step::Memberships) {
+        memberships(&forger, archive, &snap, &ws.users, &a.server_name)?;
+    }
+    drop(snap);
+    if !step.runs(Step::Messages) {
+        return Ok(None);
+    }
+    for m in &ws.media {
+        forger.media(m)?;
+    }
+    let bar = Progress::new().bar("rooms", ws.rooms.len() as u64);
+    for room in spaces.into_iter().chain(channels) {
+        forger.room(room)?;
+        bar.inc(1);
+    }
+    bar.finish();
+    let sum = forger.finish(&ws.users, &ws.skipped, &ws.source, &ws.source_version)?;
+    messages_done(archive, &sum)?;
+    Ok(Some(sum))
+}
+
+/// The database: users, teams and memberships first, then one channel at a time (its rows
+/// read, mapped, forged and dropped), so memory follows the largest channel, not the
+/// workspace. Channels already in the archive are not read again.
+#[allow(clippy::too_many_arguments)]
+async fn from_database(
+    a: &ForgeArgs,
+    archive: &Archive,
+    key: &ServerKey,
+    options: &ForgeOptions,
+    step: Step,
+    target: Option<Target>,
+    writer: &mut Option<ConduitWriter>,
+) -> Result<Option<ForgeSummary>> {
+    let src = open_source(&a.source, connect_ssh(&a.source).await?).await?;
+    let ds = &src.ds;
+    if let (Some(f), None) = (&src.files, &src.ssh) {
+        if !f.is_dir() {
+            bail!(
+                "the file store {} is not a directory (pass --files)",
+                f.display()
+            );
+        }
+    }
+    eprintln!(
+        "reading Mattermost ({:?} {}@{}:{}/{}) …",
+        ds.driver, ds.user, ds.host, ds.port, ds.database
+    );
+    let db = MattermostDb::connect(ds).await?;
+    let meta = db.snapshot().await?;
+    eprintln!(
+        "{} users, {} teams, {} channels",
+        meta.users.len(),
+        meta.teams.len(),
+        meta.channels.len()
+    );
+    // Over SSH, files are copied next to the archive as they are needed.
+    let remote = match (&src.ssh, &src.files) {
+        (Some(ssh), Some(remote)) => {
+            Some((ssh, remote.clone(), a.archive.join("mattermost-files")))
+        }
+        _ => None,
+    };
+    let files = match &remote {
+        Some((ssh, remote, local)) => {
+            fetch_remote_files(ssh, remote, meta_paths(&meta), local).await?;
+            Some(local.clone())
+        }
+        None => src.files.clone(),
+    };
+    let mut mapper = Mapper::new(&meta, &map_options(a, files)?);
+    let mut forger = Forger::new(&mapper.ws.users, key, archive, options)?;
+    if step.runs(Step::Messages) {
+        require(&forger, Step::Messages, step)?;
+        start_writer(
+            &mut forger,
+            target,
+            a,
+            archive,
+            key,
+            &mapper.ws.users,
+            writer,
+        )?;
+    }
+    let media = std::mem::take(&mut mapper.ws.media);
+    let spaces = std::mem::take(&mut mapper.ws.rooms);
+    if step.runs(Step::Assets) {
+        assets(
+            &mut forger,
+            archive,
+            &meta,
+            &mapper.ws.users,
+            &media,
+            &spaces,
+            &a.server_name,
+        )?;
+    }
+    if step.runs(Step::Memberships) {
+        memberships(&forger, archive, &meta, &mapper.ws.users, &a.server_name)?;
+    }
+    if !step.runs(Step::Messages) {
+        return Ok(None);
+    }
+    for m in &media {
+        forger.media(m)?;
+    }
+    for space in &spaces {
+        forger.room(space)?;
+    }
+    // Reading and mapping the next channel overlaps with forging earlier ones (signing is most
+    // of the work), one room per core forging at a time. Results are recorded in channel order,
+    // but a big room only holds up recording, not forging: rooms after it are forged meanwhile
+    // and wait (without their posts) for their turn, up to MAX_WAITING of them.
+    const MAX_WAITING: usize = 256;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let forging = std::sync::Arc::new(tokio::sync::Semaphore::new(cores));
+    let mut pending = std::collections::VecDeque::new();
+    let bar = Progress::new().bar("channels", meta.channels.len() as u64);
+    for c in &meta.channels {
+        let rows = if forger.is_done(&room_id(&c.id, &a.server_name)) {
+            ChannelRows::default()
+        } else {
+            db.channel_rows(&c.id).await?
+        };
+        if let Some((ssh, remote, local)) = &remote {
+            fetch_remote_files(ssh, remote, file_paths(&rows.files), local).await?;
+        }
+        if let Some(room) = mapper.channel(c, &rows) {
+            drop(rows);
+            for m in std::mem::take(&mut mapper.ws.media) {
+                forger.media(&m)?;
+            }
+            let job = forger.job(room);
+            let permit = forging.clone().acquire_owned().await?;
+            pending.push_back(tokio::task::spawn_blocking(move || {
+                let done = job.run();
+                drop(permit);
+                done
+            }));
+        }
+        while pending.front().is_some_and(|j| j.is_finished()) || pending.len() > MAX_WAITING {
+            let (room, forged) = pending.pop_front().expect("not empty").await??;
+            forger.record(&room, forged)?;
+            bar.inc(1);
+        }
+    }
+    while let Some(job) = pending.pop_front() {
+        let (room, forged) = job.await??;
+        forger.record(&room, forged)?;
+        bar.inc(1);
+    }
+    bar.finish();
+    let sum = forger.finish(
+        &mapper.ws.users,
+        &mapper.ws.skipped,
+        "mattermost",
+        &meta.version,
+    )?;
+    messages_done(archive, &sum)?;
+    Ok(Some(sum))
+}
