@@ -70,6 +70,7 @@ pub struct StateEntry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PduLine {
     pub event_id: String,
+    #[serde(deserialize_with = "crate::matrix::canonical_de::object")]
     pub pdu: CanonicalJsonObject,
 }
 

@@ -1,5 +1,6 @@
 //! Protocol helpers over ruma: signing keys, PDU ids and verification.
 
+pub mod canonical_de;
 pub mod forge;
 pub mod keys;
 pub mod pdu;
