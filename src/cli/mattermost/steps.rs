@@ -20,7 +20,7 @@ use clap::ValueEnum;
 use transition_matrix::archive::{Archive, Checkpoint, Entry, ItemKind};
 use transition_matrix::conduit::store::Backend;
 use transition_matrix::import::forge::{ForgeOptions, ForgeSummary, Forger};
-use transition_matrix::import::model::{Room, RoomKind, User};
+use transition_matrix::import::model::{Media, Room, RoomKind, User};
 use transition_matrix::matrix::keys::ServerKey;
 use transition_matrix::mattermost::db::MattermostDb;
 use transition_matrix::mattermost::export;
@@ -73,13 +73,65 @@ pub async fn run(
     target: Option<Target>,
     writer: &mut Option<ConduitWriter>,
 ) -> Result<Option<ForgeSummary>> {
-    let options = ForgeOptions {
-        server_name: a.server_name.clone(),
-        room_version: a.room_version.clone(),
+    let run = Run {
+        a,
+        archive,
+        key,
+        options: ForgeOptions {
+            server_name: a.server_name.clone(),
+            room_version: a.room_version.clone(),
+        },
+        step,
     };
     match &a.source.export {
-        Some(zip) => from_export(a, zip, archive, key, &options, step, target, writer),
-        None => from_database(a, archive, key, &options, step, target, writer).await,
+        Some(zip) => run.export_zip(zip, target, writer),
+        None => run.export_database(target, writer).await,
+    }
+}
+
+/// One run of steps: what every step reads.
+struct Run<'a> {
+    a: &'a ForgeArgs,
+    archive: &'a Archive,
+    key: &'a ServerKey,
+    options: ForgeOptions,
+    step: Step,
+}
+
+/// What the workspace gives the first steps.
+struct Parts<'p> {
+    snap: &'p Snapshot,
+    users: &'p [User],
+    media: &'p [Media],
+    spaces: &'p [Room],
+}
+
+impl Run<'_> {
+    /// Checks the steps before messages are done (when messages run, starting the writer),
+    /// runs assets and memberships if asked; `false` when messages are not to run.
+    fn first_steps(
+        &self,
+        forger: &mut Forger,
+        parts: Parts,
+        target: Option<Target>,
+        writer: &mut Option<ConduitWriter>,
+    ) -> Result<bool> {
+        let (a, archive, step) = (self.a, self.archive, self.step);
+        if step.runs(Step::Messages) {
+            require(forger, Step::Messages, step)?;
+            if let Some(t) = target {
+                let w = ConduitWriter::start(t, &a.server_name, archive, self.key, parts.users)?;
+                forger.announce_to(w.to.clone());
+                *writer = Some(w);
+            }
+        }
+        if step.runs(Step::Assets) {
+            assets(forger, archive, &parts, &a.server_name)?;
+        }
+        if step.runs(Step::Memberships) {
+            memberships(forger, archive, &parts, &a.server_name)?;
+        }
+        Ok(step.runs(Step::Messages))
     }
 }
 
@@ -129,23 +181,15 @@ fn messages_done(archive: &Archive, sum: &ForgeSummary) -> Result<()> {
 }
 
 /// Assets: media, spaces, and the id mappings.
-fn assets(
-    forger: &mut Forger,
-    archive: &Archive,
-    snap: &Snapshot,
-    users: &[User],
-    media: &[transition_matrix::import::model::Media],
-    spaces: &[Room],
-    server_name: &str,
-) -> Result<()> {
-    for m in media {
+fn assets(forger: &mut Forger, archive: &Archive, p: &Parts, server_name: &str) -> Result<()> {
+    for m in p.media {
         forger.media(m)?;
     }
-    for s in spaces {
+    for s in p.spaces {
         forger.room(s)?;
     }
-    let user_ids = mapping::users(users);
-    let rooms = mapping::rooms(snap, server_name);
+    let user_ids = mapping::users(p.users);
+    let rooms = mapping::rooms(p.snap, server_name);
     let files = vec![
         mapping::write(archive, "users", &user_ids)?,
         mapping::write(archive, "rooms", &rooms)?,
@@ -153,20 +197,14 @@ fn assets(
     let counts = BTreeMap::from([
         ("users".to_owned(), user_ids.len() as u64),
         ("rooms".to_owned(), rooms.len() as u64),
-        ("media".to_owned(), media.len() as u64),
+        ("media".to_owned(), p.media.len() as u64),
     ]);
     record_step(forger.checkpoint(), Step::Assets, files, counts)
 }
 
 /// Memberships: who is in which room now.
-fn memberships(
-    forger: &Forger,
-    archive: &Archive,
-    snap: &Snapshot,
-    users: &[User],
-    server_name: &str,
-) -> Result<()> {
-    let members = mapping::memberships(snap, &mapping::users(users), server_name);
+fn memberships(forger: &Forger, archive: &Archive, p: &Parts, server_name: &str) -> Result<()> {
+    let members = mapping::memberships(p.snap, &mapping::users(p.users), server_name);
     let total = members.values().map(|m| m.now.len() as u64).sum();
     let files = vec![mapping::write(archive, "memberships", &members)?];
     let counts = BTreeMap::from([
@@ -176,216 +214,162 @@ fn memberships(
     record_step(forger.checkpoint(), Step::Memberships, files, counts)
 }
 
-fn start_writer(
-    forger: &mut Forger,
-    target: Option<Target>,
-    a: &ForgeArgs,
-    archive: &Archive,
-    key: &ServerKey,
-    users: &[User],
-    writer: &mut Option<ConduitWriter>,
-) -> Result<()> {
-    if let Some(t) = target {
-        let w = ConduitWriter::start(t, &a.server_name, archive, key, users)?;
-        forger.announce_to(w.to.clone());
-        *writer = Some(w);
-    }
-    Ok(())
-}
-
-/// A bulk export: read whole (it is one zip), mapped at once, rooms forged in order.
-#[allow(clippy::too_many_arguments)]
-fn from_export(
-    a: &ForgeArgs,
-    zip: &std::path::Path,
-    archive: &Archive,
-    key: &ServerKey,
-    options: &ForgeOptions,
-    step: Step,
-    target: Option<Target>,
-    writer: &mut Option<ConduitWriter>,
-) -> Result<Option<ForgeSummary>> {
-    let files = a.archive.join("mattermost-files");
-    eprintln!("reading the bulk export {} …", zip.display());
-    let snap = export::read(zip, &files)?;
-    let ws = workspace(&snap, &map_options(a, Some(files))?);
-    let mut forger = Forger::new(&ws.users, key, archive, options)?;
-    if step.runs(Step::Messages) {
-        require(&forger, Step::Messages, step)?;
-        start_writer(&mut forger, target, a, archive, key, &ws.users, writer)?;
-    }
-    let (spaces, channels): (Vec<&Room>, Vec<&Room>) =
-        ws.rooms.iter().partition(|r| r.kind == RoomKind::Space);
-    if step.runs(Step::Assets) {
-        let spaces: Vec<Room> = spaces.iter().map(|r| (*r).clone()).collect();
-        assets(
-            &mut forger,
-            archive,
-            &snap,
-            &ws.users,
-            &ws.media,
-            &spaces,
-            &a.server_name,
-        )?;
-    }
-    if step.runs(Step::Memberships) {
-        memberships(&forger, archive, &snap, &ws.users, &a.server_name)?;
-    }
-    drop(snap);
-    if !step.runs(Step::Messages) {
-        return Ok(None);
-    }
-    for m in &ws.media {
-        forger.media(m)?;
-    }
-    let bar = Progress::new().bar("rooms", ws.rooms.len() as u64);
-    for room in spaces.into_iter().chain(channels) {
-        forger.room(room)?;
-        bar.inc(1);
-    }
-    bar.finish();
-    let sum = forger.finish(&ws.users, &ws.skipped, &ws.source, &ws.source_version)?;
-    messages_done(archive, &sum)?;
-    Ok(Some(sum))
-}
-
-/// The database: users, teams and memberships first, then one channel at a time (its rows
-/// read, mapped, forged and dropped), so memory follows the largest channel, not the
-/// workspace. Channels already in the archive are not read again.
-#[allow(clippy::too_many_arguments)]
-async fn from_database(
-    a: &ForgeArgs,
-    archive: &Archive,
-    key: &ServerKey,
-    options: &ForgeOptions,
-    step: Step,
-    target: Option<Target>,
-    writer: &mut Option<ConduitWriter>,
-) -> Result<Option<ForgeSummary>> {
-    let src = open_source(&a.source, connect_ssh(&a.source).await?).await?;
-    let ds = &src.ds;
-    if let (Some(f), None) = (&src.files, &src.ssh) {
-        if !f.is_dir() {
-            bail!(
-                "the file store {} is not a directory (pass --files)",
-                f.display()
-            );
-        }
-    }
-    eprintln!(
-        "reading Mattermost ({:?} {}@{}:{}/{}) …",
-        ds.driver, ds.user, ds.host, ds.port, ds.database
-    );
-    let db = MattermostDb::connect(ds).await?;
-    let meta = db.snapshot().await?;
-    eprintln!(
-        "{} users, {} teams, {} channels",
-        meta.users.len(),
-        meta.teams.len(),
-        meta.channels.len()
-    );
-    // Over SSH, files are copied next to the archive as they are needed.
-    let remote = match (&src.ssh, &src.files) {
-        (Some(ssh), Some(remote)) => {
-            Some((ssh, remote.clone(), a.archive.join("mattermost-files")))
-        }
-        _ => None,
-    };
-    let files = match &remote {
-        Some((ssh, remote, local)) => {
-            fetch_remote_files(ssh, remote, meta_paths(&meta), local).await?;
-            Some(local.clone())
-        }
-        None => src.files.clone(),
-    };
-    let mut mapper = Mapper::new(&meta, &map_options(a, files)?);
-    let mut forger = Forger::new(&mapper.ws.users, key, archive, options)?;
-    if step.runs(Step::Messages) {
-        require(&forger, Step::Messages, step)?;
-        start_writer(
-            &mut forger,
-            target,
-            a,
-            archive,
-            key,
-            &mapper.ws.users,
-            writer,
-        )?;
-    }
-    let media = std::mem::take(&mut mapper.ws.media);
-    let spaces = std::mem::take(&mut mapper.ws.rooms);
-    if step.runs(Step::Assets) {
-        assets(
-            &mut forger,
-            archive,
-            &meta,
-            &mapper.ws.users,
-            &media,
-            &spaces,
-            &a.server_name,
-        )?;
-    }
-    if step.runs(Step::Memberships) {
-        memberships(&forger, archive, &meta, &mapper.ws.users, &a.server_name)?;
-    }
-    if !step.runs(Step::Messages) {
-        return Ok(None);
-    }
-    for m in &media {
-        forger.media(m)?;
-    }
-    for space in &spaces {
-        forger.room(space)?;
-    }
-    // Reading and mapping the next channel overlaps with forging earlier ones (signing is most
-    // of the work), one room per core forging at a time. Results are recorded in channel order,
-    // but a big room only holds up recording, not forging: rooms after it are forged meanwhile
-    // and wait (without their posts) for their turn, up to MAX_WAITING of them.
-    const MAX_WAITING: usize = 256;
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let forging = std::sync::Arc::new(tokio::sync::Semaphore::new(cores));
-    let mut pending = std::collections::VecDeque::new();
-    let bar = Progress::new().bar("channels", meta.channels.len() as u64);
-    for c in &meta.channels {
-        let rows = if forger.is_done(&room_id(&c.id, &a.server_name)) {
-            ChannelRows::default()
-        } else {
-            db.channel_rows(&c.id).await?
+impl Run<'_> {
+    /// A bulk export: read whole (it is one zip), mapped at once, rooms forged in order.
+    fn export_zip(
+        &self,
+        zip: &std::path::Path,
+        target: Option<Target>,
+        writer: &mut Option<ConduitWriter>,
+    ) -> Result<Option<ForgeSummary>> {
+        let (a, archive) = (self.a, self.archive);
+        let files = a.archive.join("mattermost-files");
+        eprintln!("reading the bulk export {} …", zip.display());
+        let snap = export::read(zip, &files)?;
+        let ws = workspace(&snap, &map_options(a, Some(files))?);
+        let mut forger = Forger::new(&ws.users, self.key, archive, &self.options)?;
+        let (spaces, channels): (Vec<&Room>, Vec<&Room>) =
+            ws.rooms.iter().partition(|r| r.kind == RoomKind::Space);
+        let space_rooms: Vec<Room> = spaces.iter().map(|r| (*r).clone()).collect();
+        let parts = Parts {
+            snap: &snap,
+            users: &ws.users,
+            media: &ws.media,
+            spaces: &space_rooms,
         };
-        if let Some((ssh, remote, local)) = &remote {
-            fetch_remote_files(ssh, remote, file_paths(&rows.files), local).await?;
+        let messages = self.first_steps(&mut forger, parts, target, writer)?;
+        drop(snap);
+        if !messages {
+            return Ok(None);
         }
-        if let Some(room) = mapper.channel(c, &rows) {
-            drop(rows);
-            for m in std::mem::take(&mut mapper.ws.media) {
-                forger.media(&m)?;
+        for m in &ws.media {
+            forger.media(m)?;
+        }
+        let bar = Progress::new().bar("rooms", ws.rooms.len() as u64);
+        for room in spaces.into_iter().chain(channels) {
+            forger.room(room)?;
+            bar.inc(1);
+        }
+        bar.finish();
+        let sum = forger.finish(&ws.users, &ws.skipped, &ws.source, &ws.source_version)?;
+        messages_done(archive, &sum)?;
+        Ok(Some(sum))
+    }
+
+    /// The database: users, teams and memberships first, then one channel at a time (its
+    /// rows read, mapped, forged and dropped), so memory follows the largest channel, not the
+    /// workspace. Channels already in the archive are not read again.
+    async fn export_database(
+        &self,
+        target: Option<Target>,
+        writer: &mut Option<ConduitWriter>,
+    ) -> Result<Option<ForgeSummary>> {
+        let (a, archive) = (self.a, self.archive);
+        let src = open_source(&a.source, connect_ssh(&a.source).await?).await?;
+        let ds = &src.ds;
+        if let (Some(f), None) = (&src.files, &src.ssh) {
+            if !f.is_dir() {
+                bail!(
+                    "the file store {} is not a directory (pass --files)",
+                    f.display()
+                );
             }
-            let job = forger.job(room);
-            let permit = forging.clone().acquire_owned().await?;
-            pending.push_back(tokio::task::spawn_blocking(move || {
-                let done = job.run();
-                drop(permit);
-                done
-            }));
         }
-        while pending.front().is_some_and(|j| j.is_finished()) || pending.len() > MAX_WAITING {
-            let (room, forged) = pending.pop_front().expect("not empty").await??;
+        eprintln!(
+            "reading Mattermost ({:?} {}@{}:{}/{}) …",
+            ds.driver, ds.user, ds.host, ds.port, ds.database
+        );
+        let db = MattermostDb::connect(ds).await?;
+        let meta = db.snapshot().await?;
+        eprintln!(
+            "{} users, {} teams, {} channels",
+            meta.users.len(),
+            meta.teams.len(),
+            meta.channels.len()
+        );
+        // Over SSH, files are copied next to the archive as they are needed.
+        let remote = match (&src.ssh, &src.files) {
+            (Some(ssh), Some(remote)) => {
+                Some((ssh, remote.clone(), a.archive.join("mattermost-files")))
+            }
+            _ => None,
+        };
+        let files = match &remote {
+            Some((ssh, remote, local)) => {
+                fetch_remote_files(ssh, remote, meta_paths(&meta), local).await?;
+                Some(local.clone())
+            }
+            None => src.files.clone(),
+        };
+        let mut mapper = Mapper::new(&meta, &map_options(a, files)?);
+        let mut forger = Forger::new(&mapper.ws.users, self.key, archive, &self.options)?;
+        let media = std::mem::take(&mut mapper.ws.media);
+        let spaces = std::mem::take(&mut mapper.ws.rooms);
+        let parts = Parts {
+            snap: &meta,
+            users: &mapper.ws.users,
+            media: &media,
+            spaces: &spaces,
+        };
+        if !self.first_steps(&mut forger, parts, target, writer)? {
+            return Ok(None);
+        }
+        for m in &media {
+            forger.media(m)?;
+        }
+        for space in &spaces {
+            forger.room(space)?;
+        }
+        // Reading and mapping the next channel overlaps with forging earlier ones (signing is most
+        // of the work), one room per core forging at a time. Results are recorded in channel order,
+        // but a big room only holds up recording, not forging: rooms after it are forged meanwhile
+        // and wait (without their posts) for their turn, up to MAX_WAITING of them.
+        const MAX_WAITING: usize = 256;
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let forging = std::sync::Arc::new(tokio::sync::Semaphore::new(cores));
+        let mut pending = std::collections::VecDeque::new();
+        let bar = Progress::new().bar("channels", meta.channels.len() as u64);
+        for c in &meta.channels {
+            let rows = if forger.is_done(&room_id(&c.id, &a.server_name)) {
+                ChannelRows::default()
+            } else {
+                db.channel_rows(&c.id).await?
+            };
+            if let Some((ssh, remote, local)) = &remote {
+                fetch_remote_files(ssh, remote, file_paths(&rows.files), local).await?;
+            }
+            if let Some(room) = mapper.channel(c, &rows) {
+                drop(rows);
+                for m in std::mem::take(&mut mapper.ws.media) {
+                    forger.media(&m)?;
+                }
+                let job = forger.job(room);
+                let permit = forging.clone().acquire_owned().await?;
+                pending.push_back(tokio::task::spawn_blocking(move || {
+                    let done = job.run();
+                    drop(permit);
+                    done
+                }));
+            }
+            while pending.front().is_some_and(|j| j.is_finished()) || pending.len() > MAX_WAITING {
+                let (room, forged) = pending.pop_front().expect("not empty").await??;
+                forger.record(&room, forged)?;
+                bar.inc(1);
+            }
+        }
+        while let Some(job) = pending.pop_front() {
+            let (room, forged) = job.await??;
             forger.record(&room, forged)?;
             bar.inc(1);
         }
+        bar.finish();
+        let sum = forger.finish(
+            &mapper.ws.users,
+            &mapper.ws.skipped,
+            "mattermost",
+            &meta.version,
+        )?;
+        messages_done(archive, &sum)?;
+        Ok(Some(sum))
     }
-    while let Some(job) = pending.pop_front() {
-        let (room, forged) = job.await??;
-        forger.record(&room, forged)?;
-        bar.inc(1);
-    }
-    bar.finish();
-    let sum = forger.finish(
-        &mapper.ws.users,
-        &mapper.ws.skipped,
-        "mattermost",
-        &meta.version,
-    )?;
-    messages_done(archive, &sum)?;
-    Ok(Some(sum))
 }
