@@ -78,6 +78,11 @@ fn options() -> Options {
     o.set_db_write_buffer_size(WRITE_BUFFER);
     // Memtables of all column families reach disk together (see the module doc).
     o.set_atomic_flush(true);
+    // A bulk write makes an L0 file per tree at every flush; merging them into L1 every 4
+    // files (the default) rewrites L1 over and over (tokenids' keys land all over it). Every
+    // 12 files cut the write's CPU by ~15 % (1.2M events: 67 → 57 CPU-s, 40 → 37 s) and leaves
+    // fewer L0 files than Conduit's own slowdown trigger (20), which it compacts in the background.
+    o.set_level_zero_file_num_compaction_trigger(12);
     o
 }
 
