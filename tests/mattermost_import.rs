@@ -85,6 +85,28 @@ fn import(driver: &str, dsn: &str, conduit: bool, dir: Option<tempfile::TempDir>
     }
 }
 
+/// `mattermost <command…>` from the testnet's PostgreSQL (`dsn`) and file store into `archive`.
+fn pg_args<'a>(
+    command: &[&'a str],
+    dsn: &'a str,
+    files: &'a str,
+    archive: &'a Path,
+) -> Vec<&'a str> {
+    let mut args = vec!["mattermost"];
+    args.extend(command);
+    args.extend([
+        "--data-source",
+        dsn,
+        "--files",
+        files,
+        "--server-name",
+        SERVER,
+        "--archive",
+        archive.to_str().unwrap(),
+    ]);
+    args
+}
+
 /// Runs the binary; it must succeed. Returns its standard output.
 fn tm_ok(args: &[&str]) -> String {
     common::succeeded(&common::tm(args, &[]), &format!("{args:?}"))
@@ -688,22 +710,9 @@ fn deleted_posts_can_be_imported_redacted() {
     let dir = tempfile::tempdir().unwrap();
     let (archive, db) = (dir.path().join("archive"), dir.path().join("conduit"));
     let (dsn, files) = (env("TM_MM_PG_URL"), env("TM_MM_FILES"));
-    tm_ok(&[
-        "mattermost",
-        "import",
-        "--data-source",
-        &dsn,
-        "--files",
-        &files,
-        "--server-name",
-        SERVER,
-        "--archive",
-        archive.to_str().unwrap(),
-        "--conduit-db",
-        db.to_str().unwrap(),
-        "--deleted",
-        "redact",
-    ]);
+    let mut args = pg_args(&["import"], &dsn, &files, &archive);
+    args.extend(["--conduit-db", db.to_str().unwrap(), "--deleted", "redact"]);
+    tm_ok(&args);
     verify(&db, &archive);
 
     // One redaction per deleted post (a deleted root takes its replies along), each target
@@ -785,24 +794,9 @@ fn export_steps_make_the_same_archive_as_the_import() {
     let key = key_file(dir.path());
     let (dsn, files) = (env("TM_MM_PG_URL"), env("TM_MM_FILES"));
     let step = |name: &str| {
-        common::tm(
-            &[
-                "mattermost",
-                "export",
-                name,
-                "--data-source",
-                &dsn,
-                "--files",
-                &files,
-                "--server-name",
-                SERVER,
-                "--archive",
-                archive.to_str().unwrap(),
-                "--signing-key",
-                key.to_str().unwrap(),
-            ],
-            &[],
-        )
+        let mut args = pg_args(&["export", name], &dsn, &files, &archive);
+        args.extend(["--signing-key", key.to_str().unwrap()]);
+        common::tm(&args, &[])
     };
     let early = step("messages");
     assert!(!early.status.success());

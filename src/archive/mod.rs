@@ -89,6 +89,13 @@ impl Archive {
             .join(format!("{}.json", urlencoding::encode(media_id)))
     }
 
+    /// A mapping file (source id → Matrix id): `mapping/<percent-encoded name>.json`.
+    pub fn mapping_path(&self, name: &str) -> PathBuf {
+        self.root
+            .join("mapping")
+            .join(format!("{}.json", urlencoding::encode(name)))
+    }
+
     /// The content-addressed file holding media bytes with this sha256.
     pub fn media_blob_path(&self, sha256: &str) -> PathBuf {
         self.root

@@ -16,6 +16,8 @@ pub struct Plan {
     pub server_name: String,
     pub key: ServerKey,
     pub user_files: Vec<PathBuf>,
+    /// Users who are Synapse admins and active (user id, display name): Conduit admins.
+    pub admins: Vec<(String, Option<String>)>,
     pub rooms: Vec<RoomMeta>,
     pub media: Vec<MediaMeta>,
 }
@@ -48,6 +50,7 @@ pub fn preflight(archive: &Archive) -> Result<Plan> {
     let mut problems = Vec::new();
 
     let user_files = json_files(&archive.root().join("users"))?;
+    let mut admins = Vec::new();
     for path in &user_files {
         match fsutil::read_json::<UserRecord>(path) {
             Err(e) => problems.push(e.to_string()),
@@ -61,7 +64,11 @@ pub fn preflight(archive: &Archive) -> Result<Plan> {
                  rename that user on Synapse before migrating",
                 u.user_id
             )),
-            Ok(_) => {}
+            Ok(u) => {
+                if u.admin && !u.deactivated {
+                    admins.push((u.user_id, u.displayname));
+                }
+            }
         }
     }
 
@@ -127,6 +134,7 @@ pub fn preflight(archive: &Archive) -> Result<Plan> {
         server_name: server,
         key,
         user_files,
+        admins,
         rooms,
         media,
     })

@@ -136,16 +136,9 @@ fn write_plan<S: Store>(
     options: &WriteOptions,
     database: &Path,
 ) -> Result<WriteSummary> {
-    let mut admins = Vec::new();
-    for path in &plan.user_files {
-        let user: UserRecord = fsutil::read_json(path)?;
-        if user.admin && !user.deactivated {
-            admins.push((user.user_id.clone(), user.displayname.clone()));
-        }
-    }
     let mut s = WriteSession::begin(store, &plan.server_name, &plan.key, options, database)?;
     let written = (|| {
-        s.admin_room(&plan.key, admins)?;
+        s.admin_room(&plan.key, plan.admins.clone())?;
         for meta in &plan.rooms {
             s.room(archive, meta)?;
         }

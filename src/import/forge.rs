@@ -59,8 +59,9 @@ pub struct Forger<'a> {
     sum: ForgeSummary,
     /// Told of every room as it is recorded, and of the finished archive.
     announce: Option<Sender<Archived>>,
-    /// Rooms and media this run has seen (a multi-step run hands some over twice).
-    seen: HashSet<String>,
+    /// Rooms and media this run has recorded (a multi-step run hands some over twice).
+    rooms_seen: HashSet<String>,
+    media_seen: HashSet<String>,
 }
 
 impl<'a> Forger<'a> {
@@ -103,7 +104,8 @@ impl<'a> Forger<'a> {
             direct: HashMap::new(),
             sum: ForgeSummary::default(),
             announce: None,
-            seen: HashSet::new(),
+            rooms_seen: HashSet::new(),
+            media_seen: HashSet::new(),
         })
     }
 
@@ -135,7 +137,7 @@ impl<'a> Forger<'a> {
 
     /// Copies one file into the archive's media.
     pub fn media(&mut self, m: &crate::import::model::Media) -> Result<()> {
-        if !self.seen.insert(format!("mxc:{}", m.media_id)) {
+        if !self.media_seen.insert(m.media_id.clone()) {
             return Ok(());
         }
         if !self.checkpoint.is_done(ItemKind::Media, &m.media_id) {
@@ -175,7 +177,7 @@ impl<'a> Forger<'a> {
     /// Records a forged room (`None`: it was in the archive already). A room already recorded
     /// in this run is not recorded again.
     pub fn record(&mut self, room: &Room, forged: Option<Forged>) -> Result<()> {
-        if !self.seen.insert(room.room_id.clone()) {
+        if !self.rooms_seen.insert(room.room_id.clone()) {
             return Ok(());
         }
         match forged {
@@ -446,10 +448,7 @@ fn forge_room(
     let meta_path = dir.join(room::META);
     fsutil::write_json(&meta_path, &meta, false)?;
     // Source id → event id, for later steps and for people looking for a message.
-    let map_path = archive
-        .root()
-        .join("mapping")
-        .join(format!("{}.json", urlencoding::encode(&room.key)));
+    let map_path = archive.mapping_path(&room.key);
     let map: BTreeMap<&String, &String> = f.ids.iter().collect();
     fsutil::write_json(&map_path, &map, false)?;
 

@@ -1,6 +1,6 @@
 //! Mapping files: which Matrix id each Mattermost id became, and who is in which room now —
 //! written into the archive's `mapping/` by `mattermost export assets` and `… memberships`, so
-//! an admin can look an id up, and later steps (and re-runs) check they agree.
+//! an admin can look an id up (the forge adds one per channel: post id → event id).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -78,10 +78,7 @@ pub fn memberships(
 /// Writes `mapping/<name>.json` and returns its path relative to the archive and its sha256
 /// (for the step's checkpoint entry).
 pub fn write(archive: &Archive, name: &str, value: &impl Serialize) -> Result<(String, String)> {
-    let dir = archive.root().join("mapping");
-    fsutil::create_dir_all(&dir)?;
-    let path = dir.join(format!("{name}.json"));
-    let bytes = serde_json::to_vec_pretty(value).expect("maps serialize");
-    fsutil::write_atomic(&path, &bytes, false)?;
-    Ok((archive.relative(&path), fsutil::sha256_hex(&bytes)))
+    let path = archive.mapping_path(name);
+    fsutil::write_json(&path, value, false)?;
+    Ok((archive.relative(&path), fsutil::sha256_file(&path)?))
 }

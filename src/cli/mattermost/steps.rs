@@ -103,7 +103,7 @@ struct Parts<'p> {
     snap: &'p Snapshot,
     users: &'p [User],
     media: &'p [Media],
-    spaces: &'p [Room],
+    spaces: &'p [&'p Room],
 }
 
 impl Run<'_> {
@@ -118,7 +118,7 @@ impl Run<'_> {
     ) -> Result<bool> {
         let (a, archive, step) = (self.a, self.archive, self.step);
         if step.runs(Step::Messages) {
-            require(forger, Step::Messages, step)?;
+            require_before_messages(forger, step)?;
             if let Some(t) = target {
                 let w = ConduitWriter::start(t, &a.server_name, archive, self.key, parts.users)?;
                 forger.announce_to(w.to.clone());
@@ -135,16 +135,12 @@ impl Run<'_> {
     }
 }
 
-/// Steps before `step` that must be done (in this run or an earlier one).
-fn require(forger: &Forger, step: Step, wanted: Step) -> Result<()> {
+/// The steps before messages must be done, in this run (`wanted`) or an earlier one.
+fn require_before_messages(forger: &Forger, wanted: Step) -> Result<()> {
     for before in [Step::Assets, Step::Memberships] {
-        if before == step {
-            break;
-        }
         if !wanted.runs(before) && !forger.checkpoint().is_done(ItemKind::Step, before.id()) {
             bail!(
-                "`mattermost export {}` needs `mattermost export {}` first (or `export all`)",
-                step.id(),
+                "`mattermost export messages` needs `mattermost export {}` first (or `export all`)",
                 before.id()
             );
         }
@@ -230,12 +226,11 @@ impl Run<'_> {
         let mut forger = Forger::new(&ws.users, self.key, archive, &self.options)?;
         let (spaces, channels): (Vec<&Room>, Vec<&Room>) =
             ws.rooms.iter().partition(|r| r.kind == RoomKind::Space);
-        let space_rooms: Vec<Room> = spaces.iter().map(|r| (*r).clone()).collect();
         let parts = Parts {
             snap: &snap,
             users: &ws.users,
             media: &ws.media,
-            spaces: &space_rooms,
+            spaces: &spaces,
         };
         let messages = self.first_steps(&mut forger, parts, target, writer)?;
         drop(snap);
@@ -309,7 +304,7 @@ impl Run<'_> {
             snap: &meta,
             users: &mapper.ws.users,
             media: &media,
-            spaces: &spaces,
+            spaces: &spaces.iter().collect::<Vec<_>>(),
         };
         if !self.first_steps(&mut forger, parts, target, writer)? {
             return Ok(None);
