@@ -15,6 +15,7 @@ use transition_matrix::conduit::store::{sqlite::SqliteStore, Store};
 use transition_matrix::conduit::writer::Writer;
 use transition_matrix::matrix::forge::RoomBuilder;
 use transition_matrix::matrix::keys::ServerKey;
+use transition_matrix::matrix::signer::EventSigner;
 
 /// A private copy of the reference archive, to damage.
 fn archive_copy(dir: &Path) -> PathBuf {
@@ -140,11 +141,11 @@ fn an_event_over_64_kib_is_named() {
     let key = ServerKey::read_synapse(&a.keys_dir().join("signing.key"))
         .unwrap()
         .remove(0);
-    let pair = key.keypair();
     let s = common::scenario();
+    let signer = EventSigner::new(&key, &s.server_name);
     let room_id = format!("!oversized:{}", s.server_name);
     let alice = &s.users["alice"].user_id;
-    let mut b = RoomBuilder::new(&pair, &s.server_name, "10", &room_id).unwrap();
+    let mut b = RoomBuilder::new(&signer, "10", &room_id).unwrap();
     let lines = vec![
         b.send(
             alice,

@@ -10,7 +10,6 @@ use std::path::Path;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
-use ruma::signatures::Ed25519KeyPair;
 use serde_json::{json, Map, Value};
 
 use crate::archive::media::MediaMeta;
@@ -22,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::import::model::{Item, ItemKind as Kind, Room, RoomKind, User};
 use crate::matrix::forge::RoomBuilder;
 use crate::matrix::keys::ServerKey;
+use crate::matrix::signer::EventSigner;
 
 /// A PDU must stay under 65,536 bytes as JSON; this leaves room for the envelope (ids, hashes,
 /// signatures, auth and prev events).
@@ -89,7 +89,7 @@ impl<'a> Forger<'a> {
         })?;
         let shared = Shared {
             archive: archive.clone(),
-            keypair: key.keypair(),
+            signer: EventSigner::new(key, &options.server_name),
             options: options.clone(),
             users: users.iter().map(|u| (u.key.clone(), u.clone())).collect(),
             by_user_id: (users.iter())
@@ -287,7 +287,7 @@ impl<'a> Forger<'a> {
 /// What every room's forging shares (read-only, across threads).
 struct Shared {
     archive: Archive,
-    keypair: Ed25519KeyPair,
+    signer: EventSigner,
     options: ForgeOptions,
     users: HashMap<String, User>,
     by_user_id: HashMap<String, String>,
@@ -302,7 +302,7 @@ impl Shared {
         };
         forge_room(
             &self.archive,
-            &self.keypair,
+            &self.signer,
             room,
             &ctx,
             &self.options.room_version,
@@ -406,7 +406,7 @@ pub struct Forged {
 /// Forges one room into `rooms/<room>/` and returns its checkpoint entry.
 fn forge_room(
     archive: &Archive,
-    keypair: &Ed25519KeyPair,
+    signer: &EventSigner,
     room: &Room,
     ctx: &RoomCtx,
     version: &str,
@@ -416,7 +416,7 @@ fn forge_room(
     let events_path = dir.join(room::EVENTS);
     let outliers_path = dir.join(room::OUTLIERS);
     let out = PduWriter::create(&events_path)?;
-    let mut f = RoomForge::new(keypair, room, ctx, version, out)?;
+    let mut f = RoomForge::new(signer, room, ctx, version, out)?;
     f.header()?;
     let mut order: Vec<&Item> = room.timeline.iter().collect();
     order.sort_by_key(|i| i.ts);
@@ -495,13 +495,13 @@ struct RoomForge<'a> {
 
 impl<'a> RoomForge<'a> {
     fn new(
-        keypair: &'a Ed25519KeyPair,
+        signer: &'a EventSigner,
         room: &'a Room,
         ctx: &'a RoomCtx<'a>,
         version: &str,
         out: PduWriter,
     ) -> Result<Self> {
-        let b = RoomBuilder::new(keypair, ctx.server_name, version, &room.room_id)
+        let b = RoomBuilder::new(signer, version, &room.room_id)
             .map_err(|e| Error::Config(e.to_string()))?;
         let creator = ctx
             .users

@@ -6,17 +6,16 @@
 use std::collections::BTreeMap;
 
 use ruma::room_version_rules::RoomVersionRules;
-use ruma::signatures::Ed25519KeyPair;
 use ruma::CanonicalJsonObject;
 use serde_json::{json, Value};
 
 use crate::archive::room::{PduLine, StateEntry};
 use crate::matrix::pdu::{self, PduError};
+use crate::matrix::signer::EventSigner;
 
 /// A linear room under construction: every event follows the previous one.
 pub struct RoomBuilder<'k> {
-    key: &'k Ed25519KeyPair,
-    server_name: String,
+    signer: &'k EventSigner,
     rules: RoomVersionRules,
     room_id: String,
     depth: i64,
@@ -28,18 +27,12 @@ pub struct RoomBuilder<'k> {
 impl<'k> RoomBuilder<'k> {
     /// A room `room_id` of `version` (3–11: ids we choose; v12 ids derive from the create
     /// event and are not supported here). The create event is the first [`RoomBuilder::send`].
-    pub fn new(
-        key: &'k Ed25519KeyPair,
-        server_name: &str,
-        version: &str,
-        room_id: &str,
-    ) -> Result<Self, PduError> {
+    pub fn new(signer: &'k EventSigner, version: &str, room_id: &str) -> Result<Self, PduError> {
         let rules = pdu::rules_for(version)
             .filter(|_| !matches!(version, "1" | "2" | "12"))
             .ok_or_else(|| PduError::EventId(format!("cannot build rooms of version {version}")))?;
         Ok(RoomBuilder {
-            key,
-            server_name: server_name.to_owned(),
+            signer,
             rules,
             room_id: room_id.to_owned(),
             depth: 0,
@@ -118,14 +111,7 @@ impl<'k> RoomBuilder<'k> {
             ev["redacts"] = json!(target);
         }
         let mut obj: CanonicalJsonObject = pdu::from_value(ev)?;
-        ruma::signatures::hash_and_sign_event(
-            &self.server_name,
-            self.key,
-            &mut obj,
-            &self.rules.redaction,
-        )
-        .map_err(|e| PduError::EventId(format!("signing: {e}")))?;
-        let event_id = pdu::event_id(&obj, &self.rules)?;
+        let event_id = self.signer.hash_sign_and_id(&mut obj, &self.rules)?;
         if let Some(k) = state_key {
             let content = match obj.get("content") {
                 Some(c) => serde_json::to_value(c).unwrap_or_default(),
@@ -218,8 +204,8 @@ mod tests {
         let key = ServerKey::parse_synapse(&text, std::path::Path::new("k"))
             .unwrap()
             .remove(0);
-        let pair = key.keypair();
-        let mut b = RoomBuilder::new(&pair, "s.test", "10", "!r:s.test").unwrap();
+        let signer = EventSigner::new(&key, "s.test");
+        let mut b = RoomBuilder::new(&signer, "10", "!r:s.test").unwrap();
         let (a, bob) = ("@a:s.test", "@bob:s.test");
         let mut lines = vec![
             b.send(

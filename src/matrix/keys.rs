@@ -106,6 +106,11 @@ impl ServerKey {
             .expect("a PKCS#8 document we just built parses")
     }
 
+    /// The seed (the private key), for a signer.
+    pub(crate) fn seed(&self) -> &[u8] {
+        self.seed.as_ref()
+    }
+
     /// The line Synapse would write for this key (for copying into the archive).
     pub fn synapse_line(&self) -> Zeroizing<String> {
         Zeroizing::new(format!(

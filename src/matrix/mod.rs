@@ -4,6 +4,7 @@ pub mod canonical_de;
 pub mod forge;
 pub mod keys;
 pub mod pdu;
+pub mod signer;
 pub mod state;
 
 /// Unpadded standard base64 as Matrix uses it; decoding also accepts padding.

@@ -35,9 +35,9 @@ impl<S: Store> Writer<S> {
                 .map_err(|e| Error::Config(format!("server name {server}: {e}")))?,
         )
         .to_string();
-        let pair = key.keypair();
+        let signer = crate::matrix::signer::EventSigner::new(key, &server);
         let forge = |e: crate::matrix::pdu::PduError| Error::malformed("the admin room", e);
-        let mut b = RoomBuilder::new(&pair, &server, VERSION, &room_id).map_err(forge)?;
+        let mut b = RoomBuilder::new(&signer, VERSION, &room_id).map_err(forge)?;
         let mut ts = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
