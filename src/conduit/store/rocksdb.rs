@@ -83,6 +83,9 @@ fn options() -> Options {
     // 12 files cut the write's CPU by ~15 % (1.2M events: 67 → 57 CPU-s, 40 → 37 s) and leaves
     // fewer L0 files than Conduit's own slowdown trigger (20), which it compacts in the background.
     o.set_level_zero_file_num_compaction_trigger(12);
+    // A flush of all trees at once takes a while; with RocksDB's default of 2 memtables per
+    // tree the apply thread stopped ("Stopping writes because we have 2 immutable memtables")
+    // four times per million events until it was done. 4 lets writes go on meanwhile.
     o.set_max_write_buffer_number(4);
     o
 }
