@@ -351,10 +351,7 @@ impl RoomWriter<'_> {
             self.state
                 .insert((kind.to_owned(), k.to_owned()), event_id.clone());
         }
-        self.chunk.push(PduLine {
-            event_id: event_id.clone(),
-            pdu: event,
-        });
+        self.chunk.push(PduLine::new(event_id.clone(), event));
         self.written += 1;
         if self.chunk.len() >= CHUNK {
             self.flush(false)?;

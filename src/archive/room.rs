@@ -67,11 +67,46 @@ pub struct StateEntry {
 }
 
 /// One line of a PDU file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PduLine {
     pub event_id: String,
     #[serde(deserialize_with = "crate::matrix::canonical_de::object")]
     pub pdu: CanonicalJsonObject,
+    /// The line as read from a PDU file ([`PduReader`]), kept so the writer can store the PDU's
+    /// text as it is instead of serialising the parsed PDU again.
+    #[serde(skip)]
+    pub source: Option<String>,
+}
+
+impl PartialEq for PduLine {
+    /// The event, whatever text it was read from.
+    fn eq(&self, other: &Self) -> bool {
+        self.event_id == other.event_id && self.pdu == other.pdu
+    }
+}
+
+impl PduLine {
+    pub fn new(event_id: String, pdu: CanonicalJsonObject) -> Self {
+        PduLine {
+            event_id,
+            pdu,
+            source: None,
+        }
+    }
+
+    /// The PDU's JSON text in the line it was read from (see [`pdu_text`]).
+    pub fn pdu_text(&self) -> Option<&str> {
+        pdu_text(&self.event_id, self.source.as_deref()?)
+    }
+}
+
+/// The PDU's JSON text in a line as [`PduWriter`] writes it, `{"event_id":"<id>","pdu":<PDU>}`
+/// (the id without escapes); `None` for a line of another shape.
+pub fn pdu_text<'a>(event_id: &str, line: &'a str) -> Option<&'a str> {
+    let rest = line.strip_prefix("{\"event_id\":\"")?;
+    let rest = rest.strip_prefix(event_id)?;
+    let pdu = rest.strip_prefix("\",\"pdu\":")?.strip_suffix('}')?;
+    (pdu.starts_with('{') && pdu.ends_with('}')).then_some(pdu)
 }
 
 /// File names inside a room directory.
@@ -205,8 +240,13 @@ impl Iterator for PduReader {
                 "line {}: {e} (truncated or garbled?)",
                 self.line_no
             ))),
-            Ok(text) => serde_json::from_str(&text)
-                .map_err(|e| bad(format!("line {}: not a PDU line: {e}", self.line_no))),
+            Ok(text) => match serde_json::from_str::<PduLine>(&text) {
+                Ok(mut line) => {
+                    line.source = Some(text);
+                    Ok(line)
+                }
+                Err(e) => Err(bad(format!("line {}: not a PDU line: {e}", self.line_no))),
+            },
         })
     }
 }
@@ -221,6 +261,7 @@ mod tests {
         let p = dir.path().join(EVENTS);
         let lines: Vec<PduLine> = (0..50)
             .map(|i| PduLine {
+                source: None,
                 event_id: format!("$e{i}"),
                 pdu: crate::matrix::pdu::from_value(
                     serde_json::json!({"depth": i, "type": "m.room.message"}),

@@ -327,7 +327,7 @@ async fn replay_room(
     let creator = meta.creator.clone().unwrap_or_default();
     let mut creator_joined = false;
     for line in lines {
-        let PduLine { event_id, pdu } = line?;
+        let PduLine { event_id, pdu, .. } = line?;
         bar.inc(1);
         let pdu: Value = serde_json::to_value(&pdu).map_err(|e| Error::malformed("PDU", e))?;
         let kind = pdu["type"].as_str().unwrap_or_default().to_owned();

@@ -121,7 +121,7 @@ impl<'k> RoomBuilder<'k> {
                 .insert((kind.to_owned(), k.to_owned()), (event_id.clone(), content));
         }
         self.prev = Some(event_id.clone());
-        Ok(PduLine { event_id, pdu: obj })
+        Ok(PduLine::new(event_id, obj))
     }
 
     /// The auth events the spec's auth rules select for an event.

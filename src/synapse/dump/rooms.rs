@@ -152,17 +152,13 @@ async fn dump_room(ctx: &Ctx<'_>, room_id: &str) -> Result<u64> {
     let (order_ids, order_source) = order_timeline(&col, &timeline, db_order.as_deref());
     let lines: Vec<PduLine> = order_ids
         .into_iter()
-        .filter_map(|id| {
-            col.events
-                .remove(&id)
-                .map(|pdu| PduLine { event_id: id, pdu })
-        })
+        .filter_map(|id| col.events.remove(&id).map(|pdu| PduLine::new(id, pdu)))
         .collect();
     // What is left are the outliers.
     let mut outliers: Vec<PduLine> = col
         .events
         .drain()
-        .map(|(event_id, pdu)| PduLine { event_id, pdu })
+        .map(|(event_id, pdu)| PduLine::new(event_id, pdu))
         .collect();
     // Synapse forgets the current state of rooms it has left; compute it from the DAG.
     let current_state_source = if current_state.is_empty() {
