@@ -855,4 +855,19 @@ fn export_steps_make_the_same_archive_as_the_import() {
     let again = common::succeeded(&step("all"), "export all again");
     assert!(again.contains(" 0 rooms forged"), "{again}");
     assert!(again.contains(", 0 events,"), "{again}");
+    // The exported archive written by `conduit write`: it speaks of Mattermost, not Synapse.
+    let db = dir.path().join("conduit");
+    let out = tm_ok(&[
+        "conduit",
+        "write",
+        "--archive",
+        archive.to_str().unwrap(),
+        "--database",
+        db.to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("Passwords: Mattermost's bcrypt hashes") && !out.contains("Synapse"),
+        "{out}"
+    );
+    verify(&db, &archive);
 }

@@ -76,6 +76,7 @@ pub fn run(cmd: ConduitCmd, config: &Config) -> Result<i32> {
                 recent: a.recent,
                 ..WriteOptions::new(a.backend)
             };
+            let manifest: Manifest = fsutil::read_json(&archive.manifest_path())?;
             let s = write_archive(&archive, &a.database, &options)?;
             println!(
                 "wrote {} users ({} already there, kept as they are), {} rooms, {} events ({} already there), {} state snapshots, {} state resolutions, {} media",
@@ -92,7 +93,11 @@ pub fn run(cmd: ConduitCmd, config: &Config) -> Result<i32> {
                 println!("created the admin room {room} (#admins:{})", s.server_name);
             }
             if !s.admins.is_empty() {
-                println!("admins (Synapse's server admins): {}", s.admins.join(", "));
+                let whose = match manifest.source.kind.as_str() {
+                    "mattermost" => "Mattermost's system admins",
+                    _ => "Synapse's server admins",
+                };
+                println!("admins ({whose}): {}", s.admins.join(", "));
             }
             for w in &s.warnings {
                 println!("! {w}");
@@ -103,12 +108,8 @@ pub fn run(cmd: ConduitCmd, config: &Config) -> Result<i32> {
                 println!("  [global.media]\n  path = \"{}\"", m.display());
             }
             println!(
-                "\nPasswords: Synapse's bcrypt hashes were copied as they are, but stock Conduit only checks \
-                 argon2, so password logins fail until Conduit carries the bcrypt login patch \
-                 or a password is set anew (an admin, in the admin room: \
-                 `@conduit:{}: reset-password <user>`). Logged-in clients keep working: their \
-                 access tokens were migrated.",
-                s.server_name
+                "\n{}",
+                passwords_note(&manifest.source.kind, &s.server_name)
             );
             Ok(0)
         }
@@ -149,5 +150,23 @@ pub fn run(cmd: ConduitCmd, config: &Config) -> Result<i32> {
                 Ok(1)
             }
         }
+    }
+}
+
+/// What a written database means for passwords, by where the archive came from.
+pub fn passwords_note(source: &str, server_name: &str) -> String {
+    let reset = format!("`@conduit:{server_name}: reset-password <user>`");
+    match source {
+        "mattermost" => format!(
+            "Passwords: Mattermost's bcrypt hashes were copied; Conduit checks them with \
+             patches/conduit-bcrypt-login.patch. Without it, set one per user in the admin room \
+             ({reset})."
+        ),
+        _ => format!(
+            "Passwords: Synapse's bcrypt hashes were copied as they are, but stock Conduit only checks \
+             argon2, so password logins fail until Conduit carries the bcrypt login patch \
+             or a password is set anew (an admin, in the admin room: {reset}). Logged-in \
+             clients keep working: their access tokens were migrated."
+        ),
     }
 }

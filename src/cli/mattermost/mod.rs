@@ -364,9 +364,7 @@ fn print_written(s: &WriteSummary, database: &Path) {
         s.users, s.users_kept, s.rooms, s.events, s.events_already_there, s.media, database.display()
     );
     println!(
-        "Passwords: Mattermost's bcrypt hashes were copied; Conduit checks them with \
-         patches/conduit-bcrypt-login.patch. Without it, set one per user in the admin room \
-         (`@conduit:{}: reset-password <user>`).",
-        s.server_name
+        "{}",
+        crate::cli::conduit::passwords_note("mattermost", &s.server_name)
     );
 }
