@@ -93,11 +93,6 @@ impl PduLine {
             source: None,
         }
     }
-
-    /// The PDU's JSON text in the line it was read from (see [`pdu_text`]).
-    pub fn pdu_text(&self) -> Option<&str> {
-        pdu_text(&self.event_id, self.source.as_deref()?)
-    }
 }
 
 /// The PDU's JSON text in a line as [`PduWriter`] writes it, `{"event_id":"<id>","pdu":<PDU>}`

@@ -174,18 +174,18 @@ impl<S: Store> Writer<S> {
             }
             rc.tracker.add_known(ev);
         }
-        let mut last: Option<String> = None;
+        let mut appended = false;
         for line in timeline {
-            let line = line?;
-            let event_id = line.event_id.clone();
-            self.append(&mut rc, line)?;
-            last = Some(event_id);
+            self.append(&mut rc, line?)?;
+            appended = true;
             // Bounded memory for huge rooms; a resumed write skips what is already there.
             if rc.report.events % COMMIT_EVERY == COMMIT_EVERY - 1 {
                 self.commit()?;
             }
         }
-        let Some(_) = last else { return Ok(rc.report) };
+        if !appended {
+            return Ok(rc.report);
+        }
         self.finish_room(&mut rc, meta)?;
         rc.report.resolutions = rc.tracker.resolutions;
         rc.report.state_loads = rc.tracker.loads;
