@@ -111,7 +111,8 @@ impl client::Handler for HostCheck {
     }
 }
 
-/// One logged-in SSH session.
+/// One logged-in SSH session (a clone shares it).
+#[derive(Clone)]
 pub struct Ssh {
     handle: Arc<Handle<HostCheck>>,
     label: String,

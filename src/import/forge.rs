@@ -18,7 +18,8 @@ use crate::archive::user::{AccountData, UserRecord, UserSecrets};
 use crate::archive::{fsutil, manifest, Archive, Checkpoint, Entry, ItemKind};
 use crate::conduit::write::Archived;
 use crate::error::{Error, Result};
-use crate::import::model::{Item, ItemKind as Kind, Room, RoomKind, User};
+use crate::import::model::{Item, ItemKind as Kind, Page, Room, RoomKind, User};
+use crate::import::queue::TimeQueue;
 use crate::matrix::forge::RoomBuilder;
 use crate::matrix::keys::ServerKey;
 use crate::matrix::signer::EventSigner;
@@ -154,22 +155,28 @@ impl<'a> Forger<'a> {
         Ok(())
     }
 
-    /// Forges one room (unless the archive has it).
+    /// Forges one room, its whole history in its timeline (unless the archive has it).
     pub fn room(&mut self, room: &Room) -> Result<()> {
         let forged = if self.is_done(&room.room_id) {
             None
         } else {
-            Some(self.shared.forge(room)?)
+            let whole = std::iter::once(Page {
+                items: room.timeline.clone(),
+                ..Default::default()
+            });
+            Some(self.shared.forge(room, whole)?)
         };
         self.record(room, forged)
     }
 
     /// The work of forging `room`, to run on another thread; hand its result to
     /// [`Forger::record`] (in the order the rooms were given, for a reproducible archive).
-    pub fn job(&self, room: Room) -> RoomJob {
+    /// The history is the room's timeline, then the pages `more` brings until it closes.
+    pub fn job(&self, room: Room, more: Option<PageReceiver>) -> RoomJob {
         RoomJob {
             done: self.is_done(&room.room_id),
             room,
+            more,
             shared: self.shared.clone(),
         }
     }
@@ -266,6 +273,9 @@ impl<'a> Forger<'a> {
             })?;
             self.sum.users += 1;
         }
+        // Grouped by kind and source id: the same report however the rooms' work interleaved.
+        let mut skipped: Vec<&crate::import::model::Skip> = skipped.iter().collect();
+        skipped.sort_by(|a, b| (a.kind, &a.id).cmp(&(b.kind, &b.id)));
         let report = archive.root().join("import-report.json");
         fsutil::write_json(&report, &json!({ "skipped": skipped }), false)?;
         self.sum.skipped += skipped.len() as u64;
@@ -294,7 +304,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn forge(&self, room: &Room) -> Result<Forged> {
+    fn forge(&self, room: &Room, pages: impl Iterator<Item = Page>) -> Result<Forged> {
         let ctx = RoomCtx {
             users: &self.users,
             by_user_id: &self.by_user_id,
@@ -304,6 +314,7 @@ impl Shared {
             &self.archive,
             &self.signer,
             room,
+            pages,
             &ctx,
             &self.options.room_version,
         )
@@ -314,23 +325,36 @@ impl Shared {
     }
 }
 
+/// Where a room's later pages come from, while its source is being read.
+pub type PageReceiver = tokio::sync::mpsc::Receiver<Page>;
+
 /// One room to forge on a worker thread.
 pub struct RoomJob {
     room: Room,
+    more: Option<PageReceiver>,
     done: bool,
     shared: Arc<Shared>,
 }
 
 impl RoomJob {
-    /// Forges the room (the slow part: signing, hashing, compressing). The room comes back
-    /// without its timeline, which is in the archive now.
+    /// Forges the room (the slow part: signing, hashing, compressing), waiting for its pages
+    /// (so call it where blocking is allowed). The room comes back without its timeline, which
+    /// is in the archive now.
     pub fn run(mut self) -> Result<(Room, Option<Forged>)> {
+        let first = Page {
+            items: std::mem::take(&mut self.room.timeline),
+            pinned: Vec::new(),
+            until: None,
+        };
+        let mut more = self.more.take();
+        let rest = std::iter::from_fn(|| more.as_mut()?.blocking_recv());
         let forged = if self.done {
+            rest.for_each(drop);
             None
         } else {
-            Some(self.shared.forge(&self.room)?)
+            let first = std::iter::once(first).filter(|p| !p.items.is_empty());
+            Some(self.shared.forge(&self.room, first.chain(rest))?)
         };
-        self.room.timeline = Vec::new();
         Ok((self.room, forged))
     }
 }
@@ -408,6 +432,7 @@ fn forge_room(
     archive: &Archive,
     signer: &EventSigner,
     room: &Room,
+    pages: impl Iterator<Item = Page>,
     ctx: &RoomCtx,
     version: &str,
 ) -> Result<Forged> {
@@ -418,10 +443,24 @@ fn forge_room(
     let out = PduWriter::create(&events_path)?;
     let mut f = RoomForge::new(signer, room, ctx, version, out)?;
     f.header()?;
-    let mut order: Vec<&Item> = room.timeline.iter().collect();
-    order.sort_by_key(|i| i.ts);
-    for item in order {
-        f.item(item)?;
+    // Items in time order, each written once no later page can hold an earlier one.
+    let mut queue = TimeQueue::default();
+    for page in pages {
+        f.to_redact
+            .extend(page.items.iter().filter_map(|i| match &i.kind {
+                Kind::Redaction { target } => Some(target.clone()),
+                _ => None,
+            }));
+        f.pinned.extend(page.pinned);
+        for item in page.items {
+            queue.push(item);
+        }
+        while let Some(item) = page.until.and_then(|u| queue.pop_before(Some(u))) {
+            f.item(&item)?;
+        }
+    }
+    while let Some(item) = queue.pop_before(None) {
+        f.item(&item)?;
     }
     f.close()?;
     let events = f.out.finish()?;
@@ -485,8 +524,11 @@ struct RoomForge<'a> {
     /// (sender, target, key) of reactions already sent.
     reactions: HashSet<(String, String, String)>,
     redacted: HashSet<String>,
-    /// Source keys of messages a later item redacts.
+    /// Source keys of messages a later item redacts (a message and its deletion come from the
+    /// same post, so from the same page).
     to_redact: HashSet<String>,
+    /// Pinned messages (source keys), in order.
+    pinned: Vec<String>,
     last_ts: i64,
     joins_added: u64,
     skipped: Vec<String>,
@@ -523,12 +565,8 @@ impl<'a> RoomForge<'a> {
             thread_last: HashMap::new(),
             reactions: HashSet::new(),
             redacted: HashSet::new(),
-            to_redact: (room.timeline.iter())
-                .filter_map(|i| match &i.kind {
-                    Kind::Redaction { target } => Some(target.clone()),
-                    _ => None,
-                })
-                .collect(),
+            to_redact: HashSet::new(),
+            pinned: room.pinned.clone(),
             last_ts: room.created_ts,
             joins_added: 0,
             skipped: Vec::new(),
@@ -870,7 +908,7 @@ impl<'a> RoomForge<'a> {
     fn close(&mut self) -> Result<()> {
         let creator = self.creator.clone();
         let ts = self.last_ts;
-        let pinned: Vec<String> = (self.room.pinned.iter())
+        let pinned: Vec<String> = (self.pinned.iter())
             .filter_map(|k| self.ids.get(k).cloned())
             .filter(|id| !self.redacted.contains(id))
             .collect();

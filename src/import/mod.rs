@@ -4,4 +4,5 @@
 
 pub mod forge;
 pub mod model;
+pub mod queue;
 pub mod synapse;

@@ -103,6 +103,20 @@ pub struct Room {
     pub pinned: Vec<String>,
 }
 
+/// A part of a room's history, handed to the forge while the source is still being read, so a
+/// big room is never whole in memory.
+#[derive(Debug, Default)]
+pub struct Page {
+    /// Items, in any order.
+    pub items: Vec<Item>,
+    /// Pinned messages (source keys) this part adds, in order.
+    pub pinned: Vec<String>,
+    /// Items of later pages are at or after this time (the time of this page's last post), so
+    /// the forge can write every item before it. `None`: no bound is known yet; the items wait
+    /// for a later page's bound or the end of the history.
+    pub until: Option<i64>,
+}
+
 /// One thing that happened in a room.
 #[derive(Debug, Clone)]
 pub struct Item {

@@ -13,12 +13,11 @@ use sqlx::{AnyPool, Executor, Row};
 
 use crate::error::{Error, Result};
 use crate::mattermost::config::{DataSource, Driver};
-use crate::mattermost::map::ChannelRows;
 use crate::mattermost::rows::*;
 
 /// A connected, read-only Mattermost database.
 pub struct MattermostDb {
-    pool: AnyPool,
+    pub(super) pool: AnyPool,
     dialect: Dialect,
     /// (table, column), both lower-case, of the schema.
     columns: HashSet<(String, String)>,
@@ -42,13 +41,13 @@ impl Dialect {
     }
 }
 
-fn db_err(what: &str) -> impl Fn(sqlx::Error) -> Error + '_ {
+pub(super) fn db_err(what: &str) -> impl Fn(sqlx::Error) -> Error + '_ {
     move |e| Error::Mattermost(format!("reading {what}: {e}"))
 }
 
 /// A text column. MySQL reports long text (and casts of it) as BLOB with a character set,
 /// which sqlx's Any driver only decodes as bytes; those must be UTF-8 too.
-fn text(r: &AnyRow, column: &str) -> Result<String> {
+pub(super) fn text(r: &AnyRow, column: &str) -> Result<String> {
     match r.try_get::<String, _>(column) {
         Ok(s) => Ok(s),
         Err(e) => {
@@ -61,9 +60,18 @@ fn text(r: &AnyRow, column: &str) -> Result<String> {
     }
 }
 
-fn int(r: &AnyRow, column: &str) -> Result<i64> {
+pub(super) fn int(r: &AnyRow, column: &str) -> Result<i64> {
     r.try_get::<i64, _>(column)
         .map_err(|e| Error::Mattermost(format!("column {column}: {e}")))
+}
+
+/// `q.column`, or `column` when `q` is empty.
+fn qualified(q: &str, column: &str) -> String {
+    if q.is_empty() {
+        column.to_owned()
+    } else {
+        format!("{q}.{column}")
+    }
 }
 
 /// The connection URL sqlx takes (never logged: it holds the password).
@@ -115,8 +123,10 @@ impl MattermostDb {
             Driver::Postgres => "SET default_transaction_read_only = on",
             Driver::Mysql => "SET SESSION TRANSACTION READ ONLY",
         };
+        // A channel is read as four queries at once (see `pages`), one channel per core.
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u32;
         let pool = AnyPoolOptions::new()
-            .max_connections(2)
+            .max_connections(4 * cores + 1)
             .acquire_timeout(std::time::Duration::from_secs(15))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
@@ -163,16 +173,22 @@ impl MattermostDb {
         })
     }
 
-    fn has(&self, table: &str, column: &str) -> bool {
+    pub(super) fn has(&self, table: &str, column: &str) -> bool {
         self.columns
             .contains(&(table.to_lowercase(), column.to_lowercase()))
     }
 
     /// A text column as `alias` ('' when NULL or missing).
     fn s(&self, table: &str, column: &str) -> String {
+        self.s_of("", table, column)
+    }
+
+    /// [`Self::s`] of the table a query names `q` (`q.Column`; `""`: unqualified).
+    pub(super) fn s_of(&self, q: &str, table: &str, column: &str) -> String {
         let alias = column.to_lowercase();
         if self.has(table, column) {
-            format!("COALESCE({}, '') AS {alias}", self.dialect.text(column))
+            let c = qualified(q, column);
+            format!("COALESCE({}, '') AS {alias}", self.dialect.text(&c))
         } else {
             format!("'' AS {alias}")
         }
@@ -180,11 +196,17 @@ impl MattermostDb {
 
     /// An integer or boolean column as a 64-bit integer `alias` (0 when NULL or missing).
     fn i(&self, table: &str, column: &str) -> String {
+        self.i_of("", table, column)
+    }
+
+    /// [`Self::i`] of the table a query names `q`.
+    pub(super) fn i_of(&self, q: &str, table: &str, column: &str) -> String {
         let alias = column.to_lowercase();
         if self.has(table, column) {
+            let c = qualified(q, column);
             format!(
                 "{} AS {alias}",
-                self.dialect.int(&format!("COALESCE({column}, 0)"))
+                self.dialect.int(&format!("COALESCE({c}, 0)"))
             )
         } else {
             format!("0 AS {alias}")
@@ -193,9 +215,14 @@ impl MattermostDb {
 
     /// A boolean column as 0/1.
     fn b(&self, table: &str, column: &str) -> String {
+        self.b_of("", table, column)
+    }
+
+    /// [`Self::b`] of the table a query names `q`.
+    pub(super) fn b_of(&self, q: &str, table: &str, column: &str) -> String {
         let alias = column.to_lowercase();
         if self.has(table, column) {
-            let e = format!("CASE WHEN {column} THEN 1 ELSE 0 END");
+            let e = format!("CASE WHEN {} THEN 1 ELSE 0 END", qualified(q, column));
             format!("{} AS {alias}", self.dialect.int(&e))
         } else {
             format!("0 AS {alias}")
@@ -410,121 +437,5 @@ impl MattermostDb {
             });
         }
         Ok(snap)
-    }
-
-    /// One channel's posts (live, deleted and edit-history rows, in time order), the reactions
-    /// to them and their files.
-    pub async fn channel_rows(&self, channel_id: &str) -> Result<ChannelRows> {
-        // Ids go into the SQL text (one query shape for both dialects' placeholders).
-        if channel_id.is_empty() || !channel_id.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(Error::Mattermost(format!(
-                "channel id {channel_id:?} is not a Mattermost id"
-            )));
-        }
-        let in_channel = format!("SELECT Id FROM Posts WHERE ChannelId = '{channel_id}'");
-        let mut rows = ChannelRows::default();
-        let t = "Posts";
-        let cols = [
-            self.s(t, "Id"),
-            self.s(t, "ChannelId"),
-            self.s(t, "UserId"),
-            self.s(t, "RootId"),
-            self.s(t, "OriginalId"),
-            self.s(t, "Message"),
-            self.s(t, "Type"),
-            self.s(t, "Props"),
-            self.s(t, "FileIds"),
-            self.i(t, "CreateAt"),
-            self.i(t, "EditAt"),
-            self.i(t, "DeleteAt"),
-            self.b(t, "IsPinned"),
-        ];
-        for r in self
-            .select(
-                t,
-                &cols,
-                &format!("WHERE ChannelId = '{channel_id}' ORDER BY CreateAt, Id"),
-            )
-            .await?
-        {
-            rows.posts.push(MmPost {
-                id: text(&r, "id")?,
-                channel_id: text(&r, "channelid")?,
-                user_id: text(&r, "userid")?,
-                root_id: text(&r, "rootid")?,
-                original_id: text(&r, "originalid")?,
-                message: text(&r, "message")?,
-                kind: text(&r, "type")?,
-                props: text(&r, "props")?,
-                file_ids: text(&r, "fileids")?,
-                create_at: int(&r, "createat")?,
-                edit_at: int(&r, "editat")?,
-                delete_at: int(&r, "deleteat")?,
-                pinned: int(&r, "ispinned")? != 0,
-            });
-        }
-        let t = "Reactions";
-        let cols = [
-            self.s(t, "PostId"),
-            self.s(t, "UserId"),
-            self.s(t, "EmojiName"),
-            self.i(t, "CreateAt"),
-            self.i(t, "DeleteAt"),
-        ];
-        for r in self
-            .select(
-                t,
-                &cols,
-                &format!("WHERE PostId IN ({in_channel}) ORDER BY CreateAt, PostId"),
-            )
-            .await?
-        {
-            rows.reactions.push(MmReaction {
-                post_id: text(&r, "postid")?,
-                user_id: text(&r, "userid")?,
-                emoji_name: text(&r, "emojiname")?,
-                create_at: int(&r, "createat")?,
-                delete_at: int(&r, "deleteat")?,
-            });
-        }
-        let t = "FileInfo";
-        let cols = [
-            self.s(t, "Id"),
-            self.s(t, "PostId"),
-            self.s(t, "CreatorId"),
-            self.s(t, "Path"),
-            self.s(t, "PreviewPath"),
-            self.s(t, "Name"),
-            self.s(t, "MimeType"),
-            self.i(t, "Size"),
-            self.i(t, "Width"),
-            self.i(t, "Height"),
-            self.i(t, "CreateAt"),
-            self.i(t, "DeleteAt"),
-        ];
-        for r in self
-            .select(
-                t,
-                &cols,
-                &format!("WHERE PostId IN ({in_channel}) ORDER BY CreateAt, Id"),
-            )
-            .await?
-        {
-            rows.files.push(MmFile {
-                id: text(&r, "id")?,
-                post_id: text(&r, "postid")?,
-                creator_id: text(&r, "creatorid")?,
-                path: text(&r, "path")?,
-                preview_path: text(&r, "previewpath")?,
-                name: text(&r, "name")?,
-                mime_type: text(&r, "mimetype")?,
-                size: int(&r, "size")?,
-                width: int(&r, "width")?,
-                height: int(&r, "height")?,
-                create_at: int(&r, "createat")?,
-                delete_at: int(&r, "deleteat")?,
-            });
-        }
-        Ok(rows)
     }
 }

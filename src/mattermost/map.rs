@@ -4,11 +4,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::import::model::{Item, ItemKind, Media, Room, RoomKind, Skip, User, Workspace};
 use crate::mattermost::convert::Converter;
+pub use crate::mattermost::posts::PostMapper;
 use crate::mattermost::rows::*;
 
 /// What to do with deleted posts.
@@ -33,23 +35,6 @@ pub struct MapOptions {
     /// username) is not wanted.
     pub user_map: HashMap<String, String>,
 }
-
-/// System posts that say who joined or left: the membership events (from
-/// ChannelMemberHistory, at the recorded times) say it instead.
-const MEMBERSHIP_POSTS: [&str; 12] = [
-    "system_join_channel",
-    "system_guest_join_channel",
-    "system_leave_channel",
-    "system_join_leave",
-    "system_add_to_channel",
-    "system_add_guest_to_chan",
-    "system_remove_from_channel",
-    "system_add_remove",
-    "system_join_team",
-    "system_leave_team",
-    "system_add_to_team",
-    "system_remove_from_team",
-];
 
 /// The Matrix room id of a Mattermost channel or team: stable, so a re-run finds its rooms.
 pub fn room_id(mm_id: &str, server_name: &str) -> String {
@@ -82,7 +67,7 @@ pub fn store_relative(rel: &str) -> Option<&Path> {
 }
 
 /// A file of the store, if it is there.
-fn store_file(root: &Option<PathBuf>, rel: &str) -> Option<PathBuf> {
+pub(super) fn store_file(root: &Option<PathBuf>, rel: &str) -> Option<PathBuf> {
     let p = root.as_ref()?.join(store_relative(rel)?);
     p.is_file().then_some(p)
 }
@@ -96,12 +81,13 @@ pub struct ChannelRows {
 }
 
 /// Maps a workspace channel by channel: users, emoji and spaces when made, then each channel's
-/// room from its rows, so only one channel's posts are in memory at a time.
+/// room ([`Mapper::channel`]) and its posts a page at a time ([`PostMapper::page`]), so only a
+/// page of posts is in memory at a time.
 pub struct Mapper {
     /// Users, media and skips so far; `rooms` holds the spaces.
     pub ws: Workspace,
     o: MapOptions,
-    conv: Converter,
+    posts: Arc<PostMapper>,
     known: HashSet<String>,
     sysadmin: Option<String>,
     team_name: HashMap<String, String>,
@@ -133,7 +119,12 @@ pub fn workspace(snap: &Snapshot, o: &MapOptions) -> Workspace {
     }
     for c in &snap.channels {
         let r = rows.remove(c.id.as_str()).unwrap_or_default();
-        if let Some(room) = m.channel(c, &r) {
+        if let Some(mut room) = m.channel(c, &r.posts) {
+            let mapped = m.posts.page(room.kind, &r);
+            room.timeline.extend(mapped.page.items);
+            room.pinned.extend(mapped.page.pinned);
+            m.ws.media.extend(mapped.media);
+            m.ws.skipped.extend(mapped.skipped);
             m.ws.rooms.push(room);
         }
     }
@@ -309,7 +300,7 @@ impl Mapper {
         Mapper {
             ws,
             o: o.clone(),
-            conv,
+            posts: Arc::new(PostMapper::new(conv, o.clone(), known.clone())),
             known,
             sysadmin,
             team_name,
@@ -319,9 +310,17 @@ impl Mapper {
         }
     }
 
-    /// The room of one channel, from its rows (`None`, with a report line, when it cannot be
-    /// made).
-    pub fn channel(&mut self, c: &MmChannel, rows: &ChannelRows) -> Option<Room> {
+    /// What maps the channels' posts (to share with the threads reading channels).
+    pub fn posts(&self) -> Arc<PostMapper> {
+        self.posts.clone()
+    }
+
+    /// The room of one channel (`None`, with a report line, when it cannot be made), with the
+    /// membership history as its timeline; its posts come from [`PostMapper::page`].
+    /// `changes`: the channel's posts, or at least its name and header changes
+    /// ([`crate::mattermost::db::MattermostDb::channel_changes`]), for the name and topic it
+    /// started with.
+    pub fn channel(&mut self, c: &MmChannel, changes: &[MmPost]) -> Option<Room> {
         let o = &self.o;
         let ws = &mut self.ws;
         let kind = match c.kind.as_str() {
@@ -367,14 +366,10 @@ impl Mapper {
             });
             return None;
         };
-        let posts: Vec<&MmPost> = rows
-            .posts
-            .iter()
-            .filter(|p| p.original_id.is_empty())
-            .collect();
         // The name and topic the channel started with: before its first recorded change.
         let first_prop = |kind: &str, key: &str| -> Option<String> {
-            posts.iter().find(|p| p.kind == kind).and_then(|p| {
+            let mut posts = changes.iter().filter(|p| p.original_id.is_empty());
+            posts.find(|p| p.kind == kind).and_then(|p| {
                 let props: Value = serde_json::from_str(&p.props).ok()?;
                 props[key].as_str().map(str::to_owned)
             })
@@ -436,307 +431,8 @@ impl Mapper {
                 });
             }
         }
-        let mut history_rows: HashMap<&str, Vec<&MmPost>> = HashMap::new();
-        for p in rows.posts.iter().filter(|p| !p.original_id.is_empty()) {
-            history_rows
-                .entry(p.original_id.as_str())
-                .or_default()
-                .push(p);
-        }
-        let files: HashMap<&str, &MmFile> = rows.files.iter().map(|f| (f.id.as_str(), f)).collect();
-        let mut reactions: HashMap<&str, Vec<&MmReaction>> = HashMap::new();
-        for r in rows.reactions.iter().filter(|r| r.delete_at == 0) {
-            reactions.entry(r.post_id.as_str()).or_default().push(r);
-        }
-        let ctx = PostCtx {
-            conv: &self.conv,
-            o,
-            known: &self.known,
-            files: &files,
-            reactions: &reactions,
-            history_rows: &history_rows,
-        };
-        for p in posts {
-            post_items(p, &mut room, ws, &ctx);
-        }
         Some(room)
     }
-}
-
-/// What mapping one post needs besides the post.
-struct PostCtx<'a> {
-    conv: &'a Converter,
-    o: &'a MapOptions,
-    known: &'a HashSet<String>,
-    files: &'a HashMap<&'a str, &'a MmFile>,
-    reactions: &'a HashMap<&'a str, Vec<&'a MmReaction>>,
-    history_rows: &'a HashMap<&'a str, Vec<&'a MmPost>>,
-}
-
-fn post_items(p: &MmPost, room: &mut Room, ws: &mut Workspace, ctx: &PostCtx) {
-    let PostCtx {
-        conv,
-        o,
-        known,
-        files,
-        reactions,
-        history_rows,
-    } = *ctx;
-    let file = |rel: &str| store_file(&o.files, rel);
-    let skip = |ws: &mut Workspace, kind: &'static str, reason: String| {
-        ws.skipped.push(Skip {
-            kind,
-            id: p.id.clone(),
-            reason,
-        });
-    };
-    if p.delete_at > 0 && o.deleted == Deleted::Omit {
-        return skip(ws, "deleted-post", "deleted in Mattermost".into());
-    }
-    if !known.contains(p.user_id.as_str()) {
-        return skip(
-            ws,
-            "post",
-            format!("its author {} is not a user", p.user_id),
-        );
-    }
-    if p.kind == "burn_on_read" {
-        return skip(
-            ws,
-            "post",
-            "burn-on-read posts are kept per reader only".into(),
-        );
-    }
-    if MEMBERSHIP_POSTS.contains(&p.kind.as_str()) {
-        return skip(
-            ws,
-            "membership-post",
-            "shown as the membership event (ChannelMemberHistory)".into(),
-        );
-    }
-    let props: Value = serde_json::from_str(&p.props).unwrap_or(Value::Null);
-    let item = |kind: ItemKind| Item {
-        ts: p.create_at,
-        sender: p.user_id.clone(),
-        key: Some(p.id.clone()),
-        kind,
-    };
-    match p.kind.as_str() {
-        "system_header_change" => {
-            let topic = props["new_header"].as_str().unwrap_or_default();
-            room.timeline.push(item(ItemKind::State {
-                event_type: "m.room.topic",
-                state_key: String::new(),
-                content: json!({ "topic": topic }),
-            }));
-            return;
-        }
-        "system_displayname_change"
-            if matches!(room.kind, RoomKind::Public | RoomKind::Private) =>
-        {
-            let name = props["new_displayname"].as_str().unwrap_or_default();
-            room.timeline.push(item(ItemKind::State {
-                event_type: "m.room.name",
-                state_key: String::new(),
-                content: json!({ "name": name }),
-            }));
-            return;
-        }
-        _ => {}
-    }
-    let msgtype = match p.kind.as_str() {
-        "me" => "m.emote",
-        k if k.starts_with("system_") => "m.notice",
-        _ => "m.text",
-    };
-    let thread = Some(p.root_id.clone()).filter(|r| !r.is_empty());
-    let mut text = p.message.clone();
-    if let Some(a) = attachments_text(&props) {
-        text = if text.is_empty() {
-            a
-        } else {
-            format!("{text}\n\n{a}")
-        };
-    }
-    // Edits: the oldest version first, each later one as an m.replace at the time it was made.
-    let mut versions: Vec<(i64, String)> = Vec::new();
-    if let Some(rows) = history_rows.get(p.id.as_str()) {
-        let mut rows = rows.clone();
-        rows.sort_by_key(|r| r.delete_at);
-        if let Some(first) = rows.first() {
-            text = first.message.clone();
-            for (i, r) in rows.iter().enumerate() {
-                let next = rows
-                    .get(i + 1)
-                    .map_or(p.message.clone(), |n| n.message.clone());
-                versions.push((r.delete_at, next));
-            }
-        }
-    }
-    let mut has_primary = false;
-    let ids: Vec<String> = serde_json::from_str(&p.file_ids).unwrap_or_default();
-    if !text.is_empty() || ids.is_empty() {
-        room.timeline.push(item(ItemKind::Message {
-            event_type: "m.room.message",
-            content: conv.message(&text, msgtype),
-            thread: thread.clone(),
-        }));
-        has_primary = true;
-    }
-    for fid in ids {
-        let Some(f) = files.get(fid.as_str()).filter(|f| f.delete_at == 0) else {
-            skip(
-                ws,
-                "file",
-                format!("file {fid} is not in FileInfo (or was deleted)"),
-            );
-            continue;
-        };
-        let Some(path) = file(&f.path) else {
-            skip(
-                ws,
-                "file",
-                format!("file {fid} ({}) is not in the file store", f.path),
-            );
-            continue;
-        };
-        let media_id = format!("mm_file_{}", f.id);
-        let mxc = format!("mxc://{}/{media_id}", o.server_name);
-        let mime = Some(f.mime_type.clone()).filter(|m| !m.is_empty());
-        ws.media.push(Media {
-            media_id,
-            path,
-            content_type: mime.clone(),
-            name: Some(f.name.clone()),
-            uploader: Some(f.creator_id.clone()),
-            created_ts: f.create_at,
-        });
-        let msgtype = match mime.as_deref().and_then(|m| m.split('/').next()) {
-            Some("image") => "m.image",
-            Some("video") => "m.video",
-            Some("audio") => "m.audio",
-            _ => "m.file",
-        };
-        let mut info = json!({ "size": f.size });
-        if let Some(m) = &mime {
-            info["mimetype"] = json!(m);
-        }
-        if f.width > 0 && f.height > 0 {
-            info["w"] = json!(f.width);
-            info["h"] = json!(f.height);
-        }
-        if let Some(prev) = Some(f.preview_path.as_str())
-            .filter(|s| !s.is_empty())
-            .and_then(file)
-        {
-            let thumb_id = format!("mm_preview_{}", f.id);
-            info["thumbnail_url"] = json!(format!("mxc://{}/{thumb_id}", o.server_name));
-            let thumb_mime = if f.preview_path.ends_with(".png") {
-                "image/png"
-            } else {
-                "image/jpeg"
-            };
-            info["thumbnail_info"] = json!({ "mimetype": thumb_mime });
-            ws.media.push(Media {
-                media_id: thumb_id,
-                path: prev,
-                content_type: Some(thumb_mime.into()),
-                name: Some(f.name.clone()),
-                uploader: Some(f.creator_id.clone()),
-                created_ts: f.create_at,
-            });
-        }
-        let content = json!({
-            "msgtype": msgtype, "body": f.name, "filename": f.name, "url": mxc,
-            "info": info, "m.mentions": {},
-        });
-        let mut it = item(ItemKind::Message {
-            event_type: "m.room.message",
-            content,
-            thread: thread.clone(),
-        });
-        if has_primary {
-            it.key = Some(format!("{}/{}", p.id, f.id));
-        }
-        has_primary = true;
-        room.timeline.push(it);
-    }
-    if !has_primary {
-        return;
-    }
-    for (ts, version) in versions {
-        room.timeline.push(Item {
-            ts,
-            sender: p.user_id.clone(),
-            key: None,
-            kind: ItemKind::Edit {
-                target: p.id.clone(),
-                content: conv.message(&version, msgtype),
-            },
-        });
-    }
-    for r in reactions.get(p.id.as_str()).into_iter().flatten() {
-        if !known.contains(r.user_id.as_str()) {
-            continue;
-        }
-        room.timeline.push(Item {
-            ts: r.create_at,
-            sender: r.user_id.clone(),
-            key: None,
-            kind: ItemKind::Reaction {
-                target: p.id.clone(),
-                key: conv.reaction_key(&r.emoji_name),
-            },
-        });
-    }
-    if p.pinned && p.delete_at == 0 {
-        room.pinned.push(p.id.clone());
-    }
-    if p.delete_at > 0 {
-        let by = props["deleteBy"]
-            .as_str()
-            .filter(|u| known.contains(*u))
-            .unwrap_or(&p.user_id);
-        room.timeline.push(Item {
-            ts: p.delete_at,
-            sender: by.to_owned(),
-            key: None,
-            kind: ItemKind::Redaction {
-                target: p.id.clone(),
-            },
-        });
-    }
-}
-
-/// Integration attachments (`props.attachments`, Slack style) as Markdown text.
-fn attachments_text(props: &Value) -> Option<String> {
-    let list = props["attachments"].as_array()?;
-    let mut out = Vec::new();
-    for a in list {
-        let s = |k: &str| a[k].as_str().filter(|s| !s.is_empty());
-        if let Some(p) = s("pretext") {
-            out.push(p.to_owned());
-        }
-        match (s("title"), s("title_link")) {
-            (Some(t), Some(l)) => out.push(format!("**[{t}]({l})**")),
-            (Some(t), None) => out.push(format!("**{t}**")),
-            _ => {}
-        }
-        if let Some(t) = s("text").or(s("fallback")) {
-            out.push(t.to_owned());
-        }
-        for f in a["fields"].as_array().into_iter().flatten() {
-            let (t, v) = (
-                f["title"].as_str().unwrap_or_default(),
-                f["value"].as_str().unwrap_or_default(),
-            );
-            out.push(format!("**{t}**: {v}"));
-        }
-        if let Some(f) = s("footer") {
-            out.push(format!("_{f}_"));
-        }
-    }
-    (!out.is_empty()).then(|| out.join("\n\n"))
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Mattermost as a source (issue 5): where its database and files are (`config.json`), reading
-//! them ([`db`]), and mapping what was read ([`rows`]) into the import model ([`map`], with
+//! them ([`db`], a channel in pages: [`pages`]), and mapping what was read ([`rows`]) into the import model ([`map`], with
 //! Markdown, mentions and emoji converted by [`convert`]); [`mapping`] files say which Matrix
 //! id each Mattermost id became.
 
@@ -9,4 +9,6 @@ pub mod db;
 pub mod export;
 pub mod map;
 pub mod mapping;
+pub mod pages;
+pub mod posts;
 pub mod rows;

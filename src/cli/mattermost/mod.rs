@@ -1,5 +1,6 @@
 //! `mattermost …` commands.
 
+mod channels;
 mod source;
 mod steps;
 
@@ -140,6 +141,11 @@ pub struct ForgeArgs {
     /// Room version of the new rooms.
     #[arg(long, default_value = "10")]
     pub room_version: String,
+    /// Posts read from the database at a time in each channel: the memory a channel takes
+    /// follows this, not the channel's size.
+    #[arg(long, default_value_t = 5_000, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub page_posts: u32,
 }
 
 #[derive(Debug, Args)]

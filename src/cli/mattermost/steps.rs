@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use clap::ValueEnum;
@@ -24,12 +25,13 @@ use transition_matrix::import::model::{Media, Room, RoomKind, User};
 use transition_matrix::matrix::keys::ServerKey;
 use transition_matrix::mattermost::db::MattermostDb;
 use transition_matrix::mattermost::export;
-use transition_matrix::mattermost::map::{room_id, workspace, ChannelRows, Mapper};
+use transition_matrix::mattermost::map::{room_id, workspace, Mapper};
 use transition_matrix::mattermost::mapping;
 use transition_matrix::mattermost::rows::Snapshot;
 use transition_matrix::progress::Progress;
 
-use super::source::{connect_ssh, fetch_remote_files, file_paths, meta_paths, open_source};
+use super::channels::{self, ChannelDone, Readers, RemoteFiles};
+use super::source::{connect_ssh, fetch_remote_files, meta_paths, open_source};
 use super::{map_options, ConduitWriter, ForgeArgs};
 
 /// One export step, or all of them.
@@ -133,6 +135,16 @@ impl Run<'_> {
         }
         Ok(step.runs(Step::Messages))
     }
+}
+
+/// A channel read and forged: its files, its report lines, its room.
+fn record(forger: &mut Forger, mapper: &mut Mapper, done: ChannelDone) -> Result<()> {
+    for m in &done.media {
+        forger.media(m)?;
+    }
+    mapper.ws.skipped.extend(done.skipped);
+    forger.record(&done.room, done.forged)?;
+    Ok(())
 }
 
 /// The steps before messages must be done, in this run (`wanted`) or an earlier one.
@@ -284,15 +296,17 @@ impl Run<'_> {
         );
         // Over SSH, files are copied next to the archive as they are needed.
         let remote = match (&src.ssh, &src.files) {
-            (Some(ssh), Some(remote)) => {
-                Some((ssh, remote.clone(), a.archive.join("mattermost-files")))
-            }
+            (Some(ssh), Some(remote)) => Some(Arc::new(RemoteFiles {
+                ssh: ssh.clone(),
+                remote: remote.clone(),
+                local: a.archive.join("mattermost-files"),
+            })),
             _ => None,
         };
         let files = match &remote {
-            Some((ssh, remote, local)) => {
-                fetch_remote_files(ssh, remote, meta_paths(&meta), local).await?;
-                Some(local.clone())
+            Some(r) => {
+                fetch_remote_files(&r.ssh, &r.remote, meta_paths(&meta), &r.local).await?;
+                Some(r.local.clone())
             }
             None => src.files.clone(),
         };
@@ -315,46 +329,43 @@ impl Run<'_> {
         for space in &spaces {
             forger.room(space)?;
         }
-        // Reading and mapping the next channel overlaps with forging earlier ones (signing is most
-        // of the work), one room per core forging at a time. Results are recorded in channel order,
-        // but a big room only holds up recording, not forging: rooms after it are forged meanwhile
-        // and wait (without their posts) for their turn, up to MAX_WAITING of them.
+        // Each channel is read (a page at a time), mapped and forged at once, one channel per
+        // core. Results are recorded in channel order, but a big room only holds up recording,
+        // not forging: rooms after it are forged meanwhile and wait (without their posts) for
+        // their turn, up to MAX_WAITING of them.
         const MAX_WAITING: usize = 256;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let forging = std::sync::Arc::new(tokio::sync::Semaphore::new(cores));
+        let forging = Arc::new(tokio::sync::Semaphore::new(cores));
+        let readers = Readers {
+            db: Arc::new(db),
+            posts: mapper.posts(),
+            remote,
+            page_posts: a.page_posts as usize,
+        };
         let mut pending = std::collections::VecDeque::new();
         let bar = Progress::new().bar("channels", meta.channels.len() as u64);
         for c in &meta.channels {
-            let rows = if forger.is_done(&room_id(&c.id, &a.server_name)) {
-                ChannelRows::default()
-            } else {
-                db.channel_rows(&c.id).await?
+            let read = !forger.is_done(&room_id(&c.id, &a.server_name));
+            let changes = match read {
+                true => readers.db.channel_changes(&c.id).await?,
+                false => Vec::new(),
             };
-            if let Some((ssh, remote, local)) = &remote {
-                fetch_remote_files(ssh, remote, file_paths(&rows.files), local).await?;
-            }
-            if let Some(room) = mapper.channel(c, &rows) {
-                drop(rows);
-                for m in std::mem::take(&mut mapper.ws.media) {
-                    forger.media(&m)?;
-                }
-                let job = forger.job(room);
-                let permit = forging.clone().acquire_owned().await?;
-                pending.push_back(tokio::task::spawn_blocking(move || {
-                    let done = job.run();
-                    drop(permit);
-                    done
-                }));
-            }
+            let Some(room) = mapper.channel(c, &changes) else {
+                bar.inc(1);
+                continue;
+            };
+            let permit = forging.clone().acquire_owned().await?;
+            let kind = room.kind;
+            let job = |pages| forger.job(room, pages);
+            pending.push_back(channels::spawn(&readers, &c.id, kind, read, job, permit));
             while pending.front().is_some_and(|j| j.is_finished()) || pending.len() > MAX_WAITING {
-                let (room, forged) = pending.pop_front().expect("not empty").await??;
-                forger.record(&room, forged)?;
+                let done = pending.pop_front().expect("not empty").await??;
+                record(&mut forger, &mut mapper, done)?;
                 bar.inc(1);
             }
         }
         while let Some(job) = pending.pop_front() {
-            let (room, forged) = job.await??;
-            forger.record(&room, forged)?;
+            record(&mut forger, &mut mapper, job.await??)?;
             bar.inc(1);
         }
         bar.finish();
