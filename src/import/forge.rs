@@ -233,7 +233,9 @@ impl<'a> Forger<'a> {
         let archive = self.archive;
         for u in users {
             let mut account_data = AccountData::default();
-            if let Some(d) = self.direct.remove(&u.key) {
+            if let Some(mut d) = self.direct.remove(&u.key) {
+                // Rooms are recorded as they are forged: sorted, the record is the same each run.
+                d.values_mut().for_each(|rooms| rooms.sort());
                 account_data.global.insert(
                     "m.direct".into(),
                     serde_json::to_value(d).unwrap_or_default(),
@@ -248,7 +250,11 @@ impl<'a> Forger<'a> {
                 displayname: u.displayname.clone(),
                 avatar_url: mxc(&self.shared.options.server_name, &u.avatar),
                 account_data,
-                joined_rooms: self.joined.remove(&u.key).unwrap_or_default(),
+                joined_rooms: {
+                    let mut rooms = self.joined.remove(&u.key).unwrap_or_default();
+                    rooms.sort();
+                    rooms
+                },
                 secrets: UserSecrets {
                     // A hash no password matches: Conduit reads an empty one as "deactivated".
                     password_hash: Some(
@@ -337,6 +343,11 @@ pub struct RoomJob {
 }
 
 impl RoomJob {
+    /// The room to forge.
+    pub fn room(&self) -> &Room {
+        &self.room
+    }
+
     /// Forges the room (the slow part: signing, hashing, compressing), waiting for its pages
     /// (so call it where blocking is allowed). The room comes back without its timeline, which
     /// is in the archive now.

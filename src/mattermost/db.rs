@@ -7,8 +7,10 @@
 //! older installs import too (mattermost.md §2).
 
 use std::collections::HashSet;
+use std::str::FromStr;
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::ConnectOptions;
 use sqlx::{AnyPool, Executor, Row};
 
 use crate::error::{Error, Result};
@@ -125,6 +127,17 @@ impl MattermostDb {
         };
         // A channel is read as four queries at once (see `pages`), one channel per core.
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u32;
+        // A channel's query stays open while its pages are forged: "slow" by sqlx's measure,
+        // and no news to the admin.
+        let cannot = |e: sqlx::Error| {
+            Error::Mattermost(format!(
+                "cannot connect to Mattermost's {:?} database {}@{}:{}/{}: {e}",
+                ds.driver, ds.user, ds.host, ds.port, ds.database
+            ))
+        };
+        let options = AnyConnectOptions::from_str(&url(ds))
+            .map_err(cannot)?
+            .log_slow_statements(log::LevelFilter::Off, std::time::Duration::ZERO);
         let pool = AnyPoolOptions::new()
             .max_connections(4 * cores + 1)
             .acquire_timeout(std::time::Duration::from_secs(15))
@@ -134,14 +147,9 @@ impl MattermostDb {
                     Ok(())
                 })
             })
-            .connect(&url(ds))
+            .connect_with(options)
             .await
-            .map_err(|e| {
-                Error::Mattermost(format!(
-                    "cannot connect to Mattermost's {:?} database {}@{}:{}/{}: {e}",
-                    ds.driver, ds.user, ds.host, ds.port, ds.database
-                ))
-            })?;
+            .map_err(cannot)?;
         let dialect = Dialect(ds.driver);
         let schema = match ds.driver {
             Driver::Postgres => "current_schema()",
@@ -263,7 +271,7 @@ impl MattermostDb {
     }
 
     /// Reads everything the import needs except posts, reactions and files (those come per
-    /// channel from [`MattermostDb::channel_rows`]).
+    /// channel from [`MattermostDb::channel_pages`]).
     pub async fn snapshot(&self) -> Result<Snapshot> {
         let mut snap = Snapshot::default();
 
@@ -366,6 +374,7 @@ impl MattermostDb {
             self.s(t, "CreatorId"),
             self.i(t, "CreateAt"),
             self.i(t, "DeleteAt"),
+            self.i(t, "TotalMsgCount"),
         ];
         for r in self.select(t, &cols, "ORDER BY CreateAt, Id").await? {
             snap.channels.push(MmChannel {
@@ -379,6 +388,7 @@ impl MattermostDb {
                 creator_id: text(&r, "creatorid")?,
                 create_at: int(&r, "createat")?,
                 delete_at: int(&r, "deleteat")?,
+                msg_count: int(&r, "totalmsgcount")?,
             });
         }
         let t = "ChannelMembers";

@@ -82,6 +82,8 @@ pub struct MmChannel {
     pub creator_id: String,
     pub create_at: i64,
     pub delete_at: i64,
+    /// Mattermost's count of the channel's posts (`TotalMsgCount`): a hint of its size only.
+    pub msg_count: i64,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -2,12 +2,12 @@
 //! time, each page is mapped and handed to the forge thread, and at most a few pages are in
 //! memory however big the channel is.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::task::JoinHandle;
 
 use transition_matrix::error::Error;
 use transition_matrix::import::forge::{Forged, RoomJob};
@@ -49,17 +49,18 @@ pub struct ChannelDone {
 }
 
 /// Reads channel `channel_id` into `job` (`read`: false when the room is in the archive
-/// already), holding `permit` until the room is forged.
-pub fn spawn(
+/// already), holding `permit` until the room is forged. Spawn it: the forge runs on a thread
+/// of its own meanwhile.
+pub fn run(
     readers: &Readers,
     channel_id: &str,
-    kind: RoomKind,
     read: bool,
     job: impl FnOnce(Option<mpsc::Receiver<Page>>) -> RoomJob,
     permit: OwnedSemaphorePermit,
-) -> JoinHandle<anyhow::Result<ChannelDone>> {
+) -> impl Future<Output = anyhow::Result<ChannelDone>> + Send + 'static {
     let (tx, rx) = mpsc::channel(PAGES_AHEAD);
     let job = job(read.then_some(rx));
+    let kind = job.room().kind;
     let mut sink = read.then(|| ToForge {
         posts: readers.posts.clone(),
         remote: readers.remote.clone(),
@@ -70,7 +71,7 @@ pub fn spawn(
     });
     let (db, page_posts) = (readers.db.clone(), readers.page_posts);
     let channel_id = channel_id.to_owned();
-    tokio::spawn(async move {
+    async move {
         let forge = tokio::task::spawn_blocking(move || job.run());
         let read = match &mut sink {
             Some(sink) => db.channel_pages(&channel_id, page_posts, sink).await,
@@ -89,7 +90,7 @@ pub fn spawn(
             media,
             skipped,
         })
-    })
+    }
 }
 
 /// Maps each page and hands it to the forge.

@@ -27,7 +27,7 @@ use transition_matrix::mattermost::db::MattermostDb;
 use transition_matrix::mattermost::export;
 use transition_matrix::mattermost::map::{room_id, workspace, Mapper};
 use transition_matrix::mattermost::mapping;
-use transition_matrix::mattermost::rows::Snapshot;
+use transition_matrix::mattermost::rows::{MmChannel, Snapshot};
 use transition_matrix::progress::Progress;
 
 use super::channels::{self, ChannelDone, Readers, RemoteFiles};
@@ -263,9 +263,9 @@ impl Run<'_> {
         Ok(Some(sum))
     }
 
-    /// The database: users, teams and memberships first, then one channel at a time (its
-    /// rows read, mapped, forged and dropped), so memory follows the largest channel, not the
-    /// workspace. Channels already in the archive are not read again.
+    /// The database: users, teams and memberships first, then the channels, each read a page
+    /// at a time, so memory follows the page size, not the workspace or its largest channel.
+    /// Channels already in the archive are not read again.
     async fn export_database(
         &self,
         target: Option<Target>,
@@ -330,10 +330,8 @@ impl Run<'_> {
             forger.room(space)?;
         }
         // Each channel is read (a page at a time), mapped and forged at once, one channel per
-        // core. Results are recorded in channel order, but a big room only holds up recording,
-        // not forging: rooms after it are forged meanwhile and wait (without their posts) for
-        // their turn, up to MAX_WAITING of them.
-        const MAX_WAITING: usize = 256;
+        // core, the biggest first; each is recorded (and written into the database) as soon as
+        // it is forged, so the writer always has a room to write while a big one is forged.
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let forging = Arc::new(tokio::sync::Semaphore::new(cores));
         let readers = Readers {
@@ -342,9 +340,11 @@ impl Run<'_> {
             remote,
             page_posts: a.page_posts as usize,
         };
-        let mut pending = std::collections::VecDeque::new();
+        let mut order: Vec<&MmChannel> = meta.channels.iter().collect();
+        order.sort_by_key(|c| std::cmp::Reverse(c.msg_count));
+        let mut running = tokio::task::JoinSet::new();
         let bar = Progress::new().bar("channels", meta.channels.len() as u64);
-        for c in &meta.channels {
+        for c in order {
             let read = !forger.is_done(&room_id(&c.id, &a.server_name));
             let changes = match read {
                 true => readers.db.channel_changes(&c.id).await?,
@@ -355,17 +355,15 @@ impl Run<'_> {
                 continue;
             };
             let permit = forging.clone().acquire_owned().await?;
-            let kind = room.kind;
             let job = |pages| forger.job(room, pages);
-            pending.push_back(channels::spawn(&readers, &c.id, kind, read, job, permit));
-            while pending.front().is_some_and(|j| j.is_finished()) || pending.len() > MAX_WAITING {
-                let done = pending.pop_front().expect("not empty").await??;
-                record(&mut forger, &mut mapper, done)?;
+            running.spawn(channels::run(&readers, &c.id, read, job, permit));
+            while let Some(done) = running.try_join_next() {
+                record(&mut forger, &mut mapper, done??)?;
                 bar.inc(1);
             }
         }
-        while let Some(job) = pending.pop_front() {
-            record(&mut forger, &mut mapper, job.await??)?;
+        while let Some(done) = running.join_next().await {
+            record(&mut forger, &mut mapper, done??)?;
             bar.inc(1);
         }
         bar.finish();
