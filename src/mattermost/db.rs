@@ -67,6 +67,12 @@ pub(super) fn int(r: &AnyRow, column: &str) -> Result<i64> {
         .map_err(|e| Error::Mattermost(format!("column {column}: {e}")))
 }
 
+/// How many channels to read at once: one per core, but at most 8, so the import never takes
+/// more than 33 of the database's connections from Mattermost itself.
+pub fn channels_at_once() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(8))
+}
+
 /// `q.column`, or `column` when `q` is empty.
 fn qualified(q: &str, column: &str) -> String {
     if q.is_empty() {
@@ -125,8 +131,6 @@ impl MattermostDb {
             Driver::Postgres => "SET default_transaction_read_only = on",
             Driver::Mysql => "SET SESSION TRANSACTION READ ONLY",
         };
-        // A channel is read as four queries at once (see `pages`), one channel per core.
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u32;
         // A channel's query stays open while its pages are forged: "slow" by sqlx's measure,
         // and no news to the admin.
         let cannot = |e: sqlx::Error| {
@@ -139,7 +143,8 @@ impl MattermostDb {
             .map_err(cannot)?
             .log_slow_statements(log::LevelFilter::Off, std::time::Duration::ZERO);
         let pool = AnyPoolOptions::new()
-            .max_connections(4 * cores + 1)
+            // A channel is read as four queries at once (see `pages`); one more for the rest.
+            .max_connections(4 * channels_at_once() as u32 + 1)
             .acquire_timeout(std::time::Duration::from_secs(15))
             .after_connect(move |conn, _| {
                 Box::pin(async move {

@@ -23,7 +23,7 @@ use transition_matrix::conduit::store::Backend;
 use transition_matrix::import::forge::{ForgeOptions, ForgeSummary, Forger};
 use transition_matrix::import::model::{Media, Room, RoomKind, User};
 use transition_matrix::matrix::keys::ServerKey;
-use transition_matrix::mattermost::db::MattermostDb;
+use transition_matrix::mattermost::db::{channels_at_once, MattermostDb};
 use transition_matrix::mattermost::export;
 use transition_matrix::mattermost::map::{room_id, workspace, Mapper};
 use transition_matrix::mattermost::mapping;
@@ -332,8 +332,7 @@ impl Run<'_> {
         // Each channel is read (a page at a time), mapped and forged at once, one channel per
         // core, the biggest first; each is recorded (and written into the database) as soon as
         // it is forged, so the writer always has a room to write while a big one is forged.
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let forging = Arc::new(tokio::sync::Semaphore::new(cores));
+        let forging = Arc::new(tokio::sync::Semaphore::new(channels_at_once()));
         let readers = Readers {
             db: Arc::new(db),
             posts: mapper.posts(),
