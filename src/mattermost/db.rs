@@ -73,15 +73,6 @@ pub fn channels_at_once() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().min(8))
 }
 
-/// `q.column`, or `column` when `q` is empty.
-fn qualified(q: &str, column: &str) -> String {
-    if q.is_empty() {
-        column.to_owned()
-    } else {
-        format!("{q}.{column}")
-    }
-}
-
 /// The connection URL sqlx takes (never logged: it holds the password).
 fn url(ds: &DataSource) -> String {
     let enc = |s: &str| urlencoding::encode(s).into_owned();
@@ -192,34 +183,22 @@ impl MattermostDb {
     }
 
     /// A text column as `alias` ('' when NULL or missing).
-    fn s(&self, table: &str, column: &str) -> String {
-        self.s_of("", table, column)
-    }
-
-    /// [`Self::s`] of the table a query names `q` (`q.Column`; `""`: unqualified).
-    pub(super) fn s_of(&self, q: &str, table: &str, column: &str) -> String {
+    pub(super) fn s(&self, table: &str, column: &str) -> String {
         let alias = column.to_lowercase();
         if self.has(table, column) {
-            let c = qualified(q, column);
-            format!("COALESCE({}, '') AS {alias}", self.dialect.text(&c))
+            format!("COALESCE({}, '') AS {alias}", self.dialect.text(column))
         } else {
             format!("'' AS {alias}")
         }
     }
 
     /// An integer or boolean column as a 64-bit integer `alias` (0 when NULL or missing).
-    fn i(&self, table: &str, column: &str) -> String {
-        self.i_of("", table, column)
-    }
-
-    /// [`Self::i`] of the table a query names `q`.
-    pub(super) fn i_of(&self, q: &str, table: &str, column: &str) -> String {
+    pub(super) fn i(&self, table: &str, column: &str) -> String {
         let alias = column.to_lowercase();
         if self.has(table, column) {
-            let c = qualified(q, column);
             format!(
                 "{} AS {alias}",
-                self.dialect.int(&format!("COALESCE({c}, 0)"))
+                self.dialect.int(&format!("COALESCE({column}, 0)"))
             )
         } else {
             format!("0 AS {alias}")
@@ -227,22 +206,22 @@ impl MattermostDb {
     }
 
     /// A boolean column as 0/1.
-    fn b(&self, table: &str, column: &str) -> String {
-        self.b_of("", table, column)
-    }
-
-    /// [`Self::b`] of the table a query names `q`.
-    pub(super) fn b_of(&self, q: &str, table: &str, column: &str) -> String {
+    pub(super) fn b(&self, table: &str, column: &str) -> String {
         let alias = column.to_lowercase();
         if self.has(table, column) {
-            let e = format!("CASE WHEN {} THEN 1 ELSE 0 END", qualified(q, column));
+            let e = format!("CASE WHEN {column} THEN 1 ELSE 0 END");
             format!("{} AS {alias}", self.dialect.int(&e))
         } else {
             format!("0 AS {alias}")
         }
     }
 
-    async fn select(&self, table: &str, cols: &[String], rest: &str) -> Result<Vec<AnyRow>> {
+    pub(super) async fn select(
+        &self,
+        table: &str,
+        cols: &[String],
+        rest: &str,
+    ) -> Result<Vec<AnyRow>> {
         if !self.columns.iter().any(|(t, _)| *t == table.to_lowercase()) {
             return Ok(Vec::new());
         }

@@ -14,7 +14,7 @@ use transition_matrix::import::forge::{Forged, RoomJob};
 use transition_matrix::import::model::{Media, Page, Room, RoomKind, Skip};
 use transition_matrix::mattermost::db::MattermostDb;
 use transition_matrix::mattermost::map::{ChannelRows, PostMapper};
-use transition_matrix::mattermost::pages::PageSink;
+use transition_matrix::mattermost::pages::{PageSink, Strays};
 use transition_matrix::ssh::Ssh;
 
 use super::source::{fetch_remote_files, file_paths};
@@ -75,9 +75,19 @@ pub fn run(
         let forge = tokio::task::spawn_blocking(move || job.run());
         let read = match &mut sink {
             Some(sink) => db.channel_pages(&channel_id, page_posts, sink).await,
-            None => Ok(()),
+            None => Ok(Strays::default()),
         };
-        let (media, skipped) = sink.map_or_else(Default::default, |s| (s.media, s.skipped));
+        let (media, mut skipped) = sink.map_or_else(Default::default, |s| (s.media, s.skipped));
+        if let Ok(strays) = &read {
+            skipped.extend(strays.history.iter().map(|(row, post)| Skip {
+                kind: "edit-history",
+                id: row.clone(),
+                reason: format!(
+                    "an edit-history row of post {post} that did not come with its post (another \
+                     CreateAt, or the post is not in the channel); not imported"
+                ),
+            }));
+        }
         // The sink (and with it the pages' sender) is gone: the forge finishes the room.
         let forged = forge.await;
         drop(permit);
