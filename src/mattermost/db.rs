@@ -23,6 +23,9 @@ pub struct MattermostDb {
     dialect: Dialect,
     /// (table, column), both lower-case, of the schema.
     columns: HashSet<(String, String)>,
+    /// Tables (`Reactions`, `FileInfo`) every row of which names its channel, so a channel's
+    /// rows are found by `ChannelId` instead of by its posts (a scan of Posts per channel).
+    pub(super) channel_named: HashSet<&'static str>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -170,11 +173,23 @@ impl MattermostDb {
                 ds.host, ds.database
             )));
         }
-        Ok(MattermostDb {
+        let mut db = MattermostDb {
             pool,
             dialect,
             columns,
-        })
+            channel_named: HashSet::new(),
+        };
+        for table in ["Reactions", "FileInfo"] {
+            if db.has(table, "ChannelId") && db.has(table, "PostId") {
+                let n = format!("{} AS n", db.dialect.int("COUNT(*)"));
+                let rest = "WHERE ChannelId = '' OR ChannelId IS NULL";
+                let rows = db.select(table, &[n], rest).await?;
+                if rows.first().map(|r| int(r, "n")).transpose()? == Some(0) {
+                    db.channel_named.insert(table);
+                }
+            }
+        }
+        Ok(db)
     }
 
     pub(super) fn has(&self, table: &str, column: &str) -> bool {

@@ -47,13 +47,12 @@ impl MattermostDb {
         sink: &mut impl PageSink,
     ) -> Result<Strays> {
         let c = checked_id(channel_id)?;
-        let in_channel = format!("SELECT Id FROM Posts WHERE ChannelId = '{c}'");
         let mut reactions: HashMap<String, Vec<MmReaction>> = HashMap::new();
-        for r in self.channel_reactions(&in_channel).await? {
+        for r in self.channel_reactions(c).await? {
             reactions.entry(r.post_id.clone()).or_default().push(r);
         }
         let mut files: HashMap<String, Vec<MmFile>> = HashMap::new();
-        for f in self.channel_files(&in_channel).await? {
+        for f in self.channel_files(c).await? {
             files.entry(f.post_id.clone()).or_default().push(f);
         }
         let sql = format!(
@@ -80,7 +79,17 @@ impl MattermostDb {
         })
     }
 
-    async fn channel_reactions(&self, in_channel: &str) -> Result<Vec<MmReaction>> {
+    /// The rows of `table` in channel `c` (a checked id): by their own `ChannelId` where every
+    /// row has one, else by the channel's posts.
+    fn in_channel(&self, table: &str, c: &str) -> String {
+        if self.channel_named.contains(table) {
+            format!("ChannelId = '{c}'")
+        } else {
+            format!("PostId IN (SELECT Id FROM Posts WHERE ChannelId = '{c}')")
+        }
+    }
+
+    async fn channel_reactions(&self, c: &str) -> Result<Vec<MmReaction>> {
         let t = "Reactions";
         let cols = [
             self.s(t, "PostId"),
@@ -89,12 +98,15 @@ impl MattermostDb {
             self.i(t, "CreateAt"),
             self.i(t, "DeleteAt"),
         ];
-        let rest = format!("WHERE PostId IN ({in_channel}) ORDER BY CreateAt, PostId, UserId");
+        let rest = format!(
+            "WHERE {} ORDER BY CreateAt, PostId, UserId",
+            self.in_channel(t, c)
+        );
         let rows = self.select(t, &cols, &rest).await?;
         rows.iter().map(reaction_row).collect()
     }
 
-    async fn channel_files(&self, in_channel: &str) -> Result<Vec<MmFile>> {
+    async fn channel_files(&self, c: &str) -> Result<Vec<MmFile>> {
         let t = "FileInfo";
         let text_cols = [
             "Id",
@@ -109,7 +121,7 @@ impl MattermostDb {
         let cols: Vec<String> = (text_cols.iter().map(|c| self.s(t, c)))
             .chain(int_cols.iter().map(|c| self.i(t, c)))
             .collect();
-        let rest = format!("WHERE PostId IN ({in_channel}) ORDER BY CreateAt, Id");
+        let rest = format!("WHERE {} ORDER BY CreateAt, Id", self.in_channel(t, c));
         let rows = self.select(t, &cols, &rest).await?;
         rows.iter().map(file_row).collect()
     }
@@ -153,13 +165,12 @@ impl Pager {
 }
 
 impl MattermostDb {
-    /// The channel's name and header changes (posts of those system types, in time order), for
-    /// the name and topic it started with.
-    pub async fn channel_changes(&self, channel_id: &str) -> Result<Vec<MmPost>> {
-        let c = checked_id(channel_id)?;
+    /// Every channel's name and header changes (posts of those system types, by channel, in
+    /// time order), for the name and topic each started with: one query for the workspace.
+    pub async fn channel_changes(&self) -> Result<HashMap<String, Vec<MmPost>>> {
         let cols = self.post_columns();
         let sql = format!(
-            "SELECT {} FROM Posts WHERE ChannelId = '{c}' AND Type IN \
+            "SELECT {} FROM Posts WHERE Type IN \
              ('system_displayname_change', 'system_header_change') ORDER BY CreateAt, Id",
             cols.join(", ")
         );
@@ -167,10 +178,14 @@ impl MattermostDb {
             .fetch_all(&self.pool)
             .await
             .map_err(db_err("Posts"))?;
-        rows.iter()
-            .map(post_row)
-            .filter(|p| p.as_ref().map_or(true, |p| p.original_id.is_empty()))
-            .collect()
+        let mut out: HashMap<String, Vec<MmPost>> = HashMap::new();
+        for r in &rows {
+            let p = post_row(r)?;
+            if p.original_id.is_empty() {
+                out.entry(p.channel_id.clone()).or_default().push(p);
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -341,15 +341,13 @@ impl Run<'_> {
         };
         let mut order: Vec<&MmChannel> = meta.channels.iter().collect();
         order.sort_by_key(|c| std::cmp::Reverse(c.msg_count));
+        let changes = readers.db.channel_changes().await?;
         let mut running = tokio::task::JoinSet::new();
         let bar = Progress::new().bar("channels", meta.channels.len() as u64);
         for c in order {
             let read = !forger.is_done(&room_id(&c.id, &a.server_name));
-            let changes = match read {
-                true => readers.db.channel_changes(&c.id).await?,
-                false => Vec::new(),
-            };
-            let Some(room) = mapper.channel(c, &changes) else {
+            let changes = changes.get(&c.id).map_or(&[][..], Vec::as_slice);
+            let Some(room) = mapper.channel(c, changes) else {
                 bar.inc(1);
                 continue;
             };
