@@ -1,6 +1,6 @@
 //! A Mattermost [`Snapshot`] → the import model (mattermost.md §6): users, teams as spaces,
-//! channels as rooms, memberships with their history, and every post as Matrix content with
-//! its thread, reactions, edits, files and pins.
+//! channels as rooms, memberships with their history; the posts, a page at a time, through
+//! [`crate::mattermost::posts`].
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
