@@ -170,7 +170,8 @@ impl<'a> Forger<'a> {
     }
 
     /// The work of forging `room`, to run on another thread; hand its result to
-    /// [`Forger::record`] (in the order the rooms were given, for a reproducible archive).
+    /// [`Forger::record`], in any order (the users' room lists and the report are sorted when
+    /// they are written, so the archive is the same whichever room finished first).
     /// The history is the room's timeline, then the pages `more` brings until it closes.
     pub fn job(&self, room: Room, more: Option<PageReceiver>) -> RoomJob {
         RoomJob {
