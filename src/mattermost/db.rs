@@ -71,7 +71,7 @@ pub(super) fn int(r: &AnyRow, column: &str) -> Result<i64> {
 }
 
 /// How many channels to read at once: one per core, but at most 8, so the import never takes
-/// more than 33 of the database's connections from Mattermost itself.
+/// more than 9 of the database's connections from Mattermost itself.
 pub fn channels_at_once() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().min(8))
 }
@@ -142,8 +142,8 @@ impl MattermostDb {
             .map_err(cannot)?
             .log_slow_statements(log::LevelFilter::Off, std::time::Duration::ZERO);
         let pool = AnyPoolOptions::new()
-            // A channel is read as four queries at once (see `pages`); one more for the rest.
-            .max_connections(4 * channels_at_once() as u32 + 1)
+            // A channel is read one query at a time (see `pages`); one more for the rest.
+            .max_connections(channels_at_once() as u32 + 1)
             .acquire_timeout(std::time::Duration::from_secs(15))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
