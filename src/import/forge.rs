@@ -364,8 +364,10 @@ impl RoomJob {
             rest.for_each(drop);
             None
         } else {
-            let first = std::iter::once(first).filter(|p| !p.items.is_empty());
-            Some(self.shared.forge(&self.room, first.chain(rest))?)
+            Some(
+                self.shared
+                    .forge(&self.room, std::iter::once(first).chain(rest))?,
+            )
         };
         Ok((self.room, forged))
     }

@@ -59,14 +59,6 @@ impl TimeQueue {
         }
         self.heap.pop().map(|q| q.item)
     }
-
-    pub fn len(&self) -> usize {
-        self.heap.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -97,8 +89,7 @@ mod tests {
         q.push(item(5, "f"));
         q.push(item(7, "g"));
         assert_eq!(drain(&mut q, Some(8)), ["a", "c", "f", "g"]);
-        assert_eq!(q.len(), 1);
         assert_eq!(drain(&mut q, None), ["e"]);
-        assert!(q.is_empty());
+        assert!(q.pop_before(None).is_none());
     }
 }

@@ -188,10 +188,8 @@ impl MattermostDb {
         };
         for table in ["Reactions", "FileInfo"] {
             if db.has(table, "ChannelId") && db.has(table, "PostId") {
-                let n = format!("{} AS n", db.dialect.int("COUNT(*)"));
-                let rest = "WHERE ChannelId = '' OR ChannelId IS NULL";
-                let rows = db.select(table, &[n], rest).await?;
-                if rows.first().map(|r| int(r, "n")).transpose()? == Some(0) {
+                let unnamed = "WHERE ChannelId = '' OR ChannelId IS NULL";
+                if db.count(table, unnamed).await? == 0 {
                     db.channel_named.insert(table);
                 }
             }
@@ -263,17 +261,17 @@ impl MattermostDb {
             ("channels", "Channels"),
             ("posts", "Posts"),
         ] {
-            let rows = self
-                .select(
-                    table,
-                    &[format!("{} AS n", self.dialect.int("COUNT(*)"))],
-                    "",
-                )
-                .await?;
-            let count = rows.first().map(|r| int(r, "n")).transpose()?;
-            out.push((label, count.unwrap_or(0)));
+            out.push((label, self.count(table, "").await?));
         }
         Ok(out)
+    }
+
+    /// How many rows of `table` match `rest` (a `WHERE` clause, or nothing); 0 when the schema
+    /// has no such table.
+    async fn count(&self, table: &str, rest: &str) -> Result<i64> {
+        let n = format!("{} AS n", self.dialect.int("COUNT(*)"));
+        let rows = self.select(table, &[n], rest).await?;
+        Ok(rows.first().map(|r| int(r, "n")).transpose()?.unwrap_or(0))
     }
 
     /// Reads everything the import needs except posts, reactions and files (those come per

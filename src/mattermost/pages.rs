@@ -125,6 +125,33 @@ impl MattermostDb {
         let rows = self.select(t, &cols, &rest).await?;
         rows.iter().map(file_row).collect()
     }
+
+    /// Every channel's name and header changes (posts of those system types, by channel, in
+    /// time order), for the name and topic each started with: one query for the workspace.
+    pub async fn channel_changes(&self) -> Result<HashMap<String, Vec<MmPost>>> {
+        let rest = "WHERE Type IN ('system_displayname_change', 'system_header_change') \
+                    ORDER BY CreateAt, Id";
+        let rows = self.select("Posts", &self.post_columns(), rest).await?;
+        let mut out: HashMap<String, Vec<MmPost>> = HashMap::new();
+        for r in &rows {
+            let p = post_row(r)?;
+            if p.original_id.is_empty() {
+                out.entry(p.channel_id.clone()).or_default().push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The columns [`post_row`] reads.
+    fn post_columns(&self) -> Vec<String> {
+        (POST_COLUMNS.iter())
+            .map(|(kind, col)| match kind {
+                'i' => self.i("Posts", col),
+                'b' => self.b("Posts", col),
+                _ => self.s("Posts", col),
+            })
+            .collect()
+    }
 }
 
 /// The page being filled.
@@ -152,61 +179,25 @@ impl Pager {
         files: &mut HashMap<String, Vec<MmFile>>,
     ) -> ChannelRows {
         let mut page = std::mem::take(&mut self.page);
-        let ids: Vec<String> = page.posts.iter().map(|p| p.id.clone()).collect();
-        for id in &ids {
-            page.posts
-                .extend(self.waiting.remove(id).into_iter().flatten());
+        let mut history = Vec::new();
+        for p in &page.posts {
+            history.extend(self.waiting.remove(&p.id).into_iter().flatten());
             page.reactions
-                .extend(reactions.remove(id).into_iter().flatten());
-            page.files.extend(files.remove(id).into_iter().flatten());
+                .extend(reactions.remove(&p.id).into_iter().flatten());
+            page.files.extend(files.remove(&p.id).into_iter().flatten());
         }
+        page.posts.extend(history);
         page
     }
 }
 
-impl MattermostDb {
-    /// Every channel's name and header changes (posts of those system types, by channel, in
-    /// time order), for the name and topic each started with: one query for the workspace.
-    pub async fn channel_changes(&self) -> Result<HashMap<String, Vec<MmPost>>> {
-        let cols = self.post_columns();
-        let sql = format!(
-            "SELECT {} FROM Posts WHERE Type IN \
-             ('system_displayname_change', 'system_header_change') ORDER BY CreateAt, Id",
-            cols.join(", ")
-        );
-        let rows = sqlx::query(&sql)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err("Posts"))?;
-        let mut out: HashMap<String, Vec<MmPost>> = HashMap::new();
-        for r in &rows {
-            let p = post_row(r)?;
-            if p.original_id.is_empty() {
-                out.entry(p.channel_id.clone()).or_default().push(p);
-            }
-        }
-        Ok(out)
-    }
-}
-
-impl MattermostDb {
-    /// The columns [`post_row`] reads.
-    fn post_columns(&self) -> Vec<String> {
-        (POST_COLUMNS.iter())
-            .map(|(kind, col)| match kind {
-                'i' => self.i("Posts", col),
-                'b' => self.b("Posts", col),
-                _ => self.s("Posts", col),
-            })
-            .collect()
-    }
-}
-
-/// Ids go into the SQL text (one query shape for both dialects' placeholders, and lists of
-/// thousands): only Mattermost ids (letters and digits) are let through.
+/// Ids go into the SQL text (one query shape for both dialects' placeholders): only
+/// Mattermost ids (letters and digits) are let through.
 fn checked_id(id: &str) -> Result<&str> {
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(Error::Mattermost(format!("{id:?} is not a Mattermost id")));
+        return Err(Error::Mattermost(format!(
+            "channel id {id:?} is not a Mattermost id"
+        )));
     }
     Ok(id)
 }
