@@ -156,6 +156,21 @@ impl PduWriter {
         Ok(())
     }
 
+    /// Writes a line from its text (`source`, which must be this line's text, as
+    /// [`crate::matrix::forge::RoomBuilder`] and [`PduReader`] leave it), serialising it only
+    /// when it has none.
+    pub fn push_line(&mut self, line: &PduLine) -> Result<()> {
+        let Some(text) = &line.source else {
+            return self.push(line);
+        };
+        self.enc
+            .write_all(text.as_bytes())
+            .and_then(|()| self.enc.write_all(b"\n"))
+            .map_err(|e| Error::io("cannot write", &self.path, e))?;
+        self.n += 1;
+        Ok(())
+    }
+
     /// Lines written so far.
     pub fn len(&self) -> u64 {
         self.n

@@ -626,10 +626,11 @@ impl<'a> RoomForge<'a> {
         if pruned {
             ruma::canonical_json::redact_in_place(&mut line.pdu, self.b.redaction_rules(), None)
                 .map_err(|e| Error::Config(format!("redacting {}: {e}", line.event_id)))?;
+            // The text is of the event before the redaction.
+            line.source = None;
         }
-        let id = line.event_id.clone();
-        self.out.push(&line)?;
-        Ok(id)
+        self.out.push_line(&line)?;
+        Ok(line.event_id)
     }
 
     fn user_id(&self, key: &str) -> Option<String> {
@@ -883,7 +884,7 @@ impl<'a> RoomForge<'a> {
                     .b
                     .redact(&sender, &target_id, ts)
                     .map_err(|e| Error::Config(e.to_string()))?;
-                self.out.push(&line)?;
+                self.out.push_line(&line)?;
                 self.redacted.insert(target_id);
                 Ok(())
             }

@@ -50,7 +50,7 @@ impl<'k> RoomBuilder<'k> {
         &self.rules.redaction
     }
 
-    /// Appends one event and returns it, signed, with its id.
+    /// Appends one event and returns it, signed, with its id and its line's text (`source`).
     pub fn send(
         &mut self,
         sender: &str,
@@ -111,7 +111,7 @@ impl<'k> RoomBuilder<'k> {
             ev["redacts"] = json!(target);
         }
         let mut obj: CanonicalJsonObject = pdu::from_value(ev)?;
-        let event_id = self.signer.hash_sign_and_id(&mut obj, &self.rules)?;
+        let (event_id, text) = self.signer.hash_sign_and_text(&mut obj, &self.rules)?;
         if let Some(k) = state_key {
             let content = match obj.get("content") {
                 Some(c) => serde_json::to_value(c).unwrap_or_default(),
@@ -121,7 +121,12 @@ impl<'k> RoomBuilder<'k> {
                 .insert((kind.to_owned(), k.to_owned()), (event_id.clone(), content));
         }
         self.prev = Some(event_id.clone());
-        Ok(PduLine::new(event_id, obj))
+        let line = format!("{{\"event_id\":\"{event_id}\",\"pdu\":{text}}}");
+        Ok(PduLine {
+            event_id,
+            pdu: obj,
+            source: Some(line),
+        })
     }
 
     /// The auth events the spec's auth rules select for an event.

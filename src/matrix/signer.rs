@@ -19,6 +19,9 @@ use sha2::{Digest, Sha256};
 use crate::matrix::keys::ServerKey;
 use crate::matrix::pdu::PduError;
 
+/// The largest event the content hash is computed for (ruma's limit, which Synapse shares).
+const MAX_PDU_BYTES: usize = 65_535;
+
 /// The fields that neither the signature nor the reference hash covers.
 const UNSIGNED_FIELDS: &[&str] = &["signatures", "unsigned"];
 
@@ -69,6 +72,15 @@ impl EventSigner {
                 [("sha256".into(), CanonicalJsonValue::String(hash.encode()))].into(),
             ),
         );
+        self.sign_and_id(event, rules)
+    }
+
+    /// Signs an event that has its content hash, and returns its event id.
+    fn sign_and_id(
+        &self,
+        event: &mut CanonicalJsonObject,
+        rules: &RoomVersionRules,
+    ) -> Result<String, PduError> {
         let redacted = RedactingSerializer::new()
             .rules(&rules.redaction)
             .custom_redacted_root_fields(UNSIGNED_FIELDS)
@@ -103,6 +115,80 @@ impl EventSigner {
         };
         Ok(format!("${id}"))
     }
+
+    /// [`EventSigner::hash_sign_and_id`], and the signed event's JSON text — what serialising
+    /// the event gives, made from the serialisation the content hash covers (the event's
+    /// fields in order, `hashes` and `signatures` put in their places) instead of serialising
+    /// the whole event a second time: every forged event is written as text.
+    pub fn hash_sign_and_text(
+        &self,
+        event: &mut CanonicalJsonObject,
+        rules: &RoomVersionRules,
+    ) -> Result<(String, String), PduError> {
+        let not_json = |e: serde_json::Error| PduError::EventId(format!("signing: {e}"));
+        if ["hashes", "signatures", "unsigned"]
+            .iter()
+            .any(|k| event.contains_key(*k))
+        {
+            let id = self.hash_sign_and_id(event, rules)?;
+            return Ok((id, serde_json::to_string(event).map_err(not_json)?));
+        }
+        // `{"k1":v1,"k2":v2,…}`: canonical JSON, and the text the content hash covers. `cuts`
+        // are where each field starts.
+        let mut text = Vec::with_capacity(1024);
+        let mut cuts = Vec::with_capacity(event.len());
+        text.push(b'{');
+        for (i, (k, v)) in event.iter().enumerate() {
+            if i > 0 {
+                text.push(b',');
+            }
+            cuts.push((k.as_str(), text.len()));
+            serde_json::to_writer(&mut text, k).map_err(not_json)?;
+            text.push(b':');
+            serde_json::to_writer(&mut text, v).map_err(not_json)?;
+        }
+        text.push(b'}');
+        // Where `hashes` and `signatures` go: before the first field that sorts after them
+        // (`type` does, and every event has one).
+        let at = |name: &str| {
+            cuts.iter()
+                .find(|(k, _)| *k > name)
+                .map(|(_, at)| *at)
+                .ok_or_else(|| PduError::EventId("signing: missing field: `type`".into()))
+        };
+        let (h, s) = (at("hashes")?, at("signatures")?);
+        drop(cuts);
+        if text.len() > MAX_PDU_BYTES {
+            return Err(PduError::EventId("signing: PDU is too large".into()));
+        }
+        let hash = crate::matrix::b64_encode(&Sha256::digest(&text));
+        let hashes = CanonicalJsonValue::Object(
+            [("sha256".into(), CanonicalJsonValue::String(hash))].into(),
+        );
+        let hashes_text = serde_json::to_vec(&hashes).map_err(not_json)?;
+        event.insert("hashes".into(), hashes);
+        let id = self.sign_and_id(event, rules)?;
+        let signatures_text = serde_json::to_vec(&event["signatures"]).map_err(not_json)?;
+        let mut out =
+            Vec::with_capacity(text.len() + hashes_text.len() + signatures_text.len() + 32);
+        // The fields before each inserted one, the inserted one, the rest.
+        let mut from = 0;
+        for (at, name, value) in [
+            (h, "hashes", &hashes_text),
+            (s, "signatures", &signatures_text),
+        ] {
+            out.extend_from_slice(&text[from..at]);
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+            out.extend_from_slice(value);
+            out.push(b',');
+            from = at;
+        }
+        out.extend_from_slice(&text[from..]);
+        let out = String::from_utf8(out).map_err(|e| PduError::EventId(format!("signing: {e}")))?;
+        Ok((id, out))
+    }
 }
 
 #[cfg(test)]
@@ -125,6 +211,10 @@ mod tests {
         let key = key();
         let signer = EventSigner::new(&key, "s.test");
         let events = [
+            // Both inserted fields at one place; a field the text path leaves to the slow one.
+            json!({"content": {"x": [1, "\u{0}"]}, "type": "m.custom"}),
+            json!({"type": "m.custom", "state_key": "s"}),
+            json!({"type": "m.room.message", "content": {}, "unsigned": {"age": 5}}),
             json!({"type": "m.room.message", "room_id": "!r:s.test", "sender": "@a:s.test",
                    "content": {"body": "héllo \u{1F600} \"q\"", "msgtype": "m.text",
                                "m.relates_to": {"rel_type": "m.thread", "event_id": "$x"}},
@@ -147,7 +237,15 @@ mod tests {
             for ev in &events {
                 let mut ours = pdu::from_value(ev.clone()).unwrap();
                 let mut theirs = ours.clone();
+                let mut with_text = ours.clone();
                 let id = signer.hash_sign_and_id(&mut ours, &rules).unwrap();
+                let (same_id, text) = signer.hash_sign_and_text(&mut with_text, &rules).unwrap();
+                assert_eq!((&same_id, &with_text), (&id, &ours), "v{version} {ev}");
+                assert_eq!(
+                    text,
+                    serde_json::to_string(&ours).unwrap(),
+                    "v{version} {ev}"
+                );
                 ruma::signatures::hash_and_sign_event(
                     "s.test",
                     &pair,

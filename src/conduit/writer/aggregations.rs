@@ -10,11 +10,13 @@
 //! and before any redaction — what is stored at each commit is what reply-by-reply updates
 //! would have stored.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 
 use ruma::canonical_json::redact_content_in_place;
 use ruma::room_version_rules::RedactionRules;
 use ruma::{CanonicalJsonObject, CanonicalJsonValue};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::Writer;
@@ -63,24 +65,41 @@ pub struct PendingThread {
 /// Gathered thread updates, by the root's pdu id.
 pub type PendingThreads = HashMap<Vec<u8>, PendingThread>;
 
-/// An event as a client sees it in a sync timeline (Conduit's `to_sync_message_like_event`).
-fn sync_form(stored: &Value) -> Value {
-    let mut out = json!({});
-    for k in [
-        "content",
-        "type",
-        "event_id",
-        "sender",
-        "origin_server_ts",
-        "unsigned",
-        "state_key",
-        "redacts",
-    ] {
-        if let Some(v) = stored.get(k) {
-            out[k] = v.clone();
-        }
-    }
-    out
+/// A stored PDU's top-level fields, their values as stored (unparsed: a thread update
+/// rewrites one field of the root and copies a few of its latest reply, and parsing whole
+/// events into values made thread updates a twentieth of a bulk write).
+type RawFields<'a> = BTreeMap<Cow<'a, str>, &'a RawValue>;
+
+/// The fields of an event a client sees in a sync timeline (Conduit's
+/// `to_sync_message_like_event`).
+const SYNC_FIELDS: &[&str] = &[
+    "content",
+    "type",
+    "event_id",
+    "sender",
+    "origin_server_ts",
+    "unsigned",
+    "state_key",
+    "redacts",
+];
+
+fn raw_fields<'a>(raw: &'a [u8], pid: &[u8]) -> Result<RawFields<'a>> {
+    serde_json::from_slice(raw)
+        .map_err(|e| Error::Conduit(format!("pdu {}: stored JSON: {e}", hex::encode(pid))))
+}
+
+/// Fields of a nested object, their values as stored.
+type OwnedFields = BTreeMap<String, Box<RawValue>>;
+
+/// The fields of `raw` if it is an object (anything else counts as empty, as it would be
+/// replaced).
+fn nested(raw: Option<&RawValue>) -> OwnedFields {
+    raw.and_then(|r| serde_json::from_str(r.get()).ok())
+        .unwrap_or_default()
+}
+
+fn to_raw(v: &impl serde::Serialize) -> Box<RawValue> {
+    serde_json::value::to_raw_value(v).expect("JSON serializes")
 }
 
 impl<S: Store> Writer<S> {
@@ -92,10 +111,14 @@ impl<S: Store> Writer<S> {
         Ok(Some((pid, json)))
     }
 
+    fn stored_raw(&mut self, pid: &[u8]) -> Result<Vec<u8>> {
+        self.store
+            .get("pduid_pdu", pid)?
+            .ok_or_else(|| Error::Conduit(format!("pdu id {} points at nothing", hex::encode(pid))))
+    }
+
     fn stored_json(&mut self, pid: &[u8]) -> Result<Value> {
-        let raw = self.store.get("pduid_pdu", pid)?.ok_or_else(|| {
-            Error::Conduit(format!("pdu id {} points at nothing", hex::encode(pid)))
-        })?;
+        let raw = self.stored_raw(pid)?;
         serde_json::from_slice(&raw)
             .map_err(|e| Error::Conduit(format!("pdu {}: stored JSON: {e}", hex::encode(pid))))
     }
@@ -131,26 +154,47 @@ impl<S: Store> Writer<S> {
     }
 
     fn update_thread(&mut self, root_pid: &[u8], t: PendingThread) -> Result<()> {
-        let mut root_json = self.stored_json(root_pid)?;
-        let latest = self.stored_json(&t.latest)?;
-        let thread = &mut root_json["unsigned"]["m.relations"]["m.thread"];
-        let count = thread["count"].as_u64().unwrap_or(0) + t.replies;
-        *thread = json!({
-            "latest_event": sync_form(&latest),
-            "count": count,
-            "current_user_participated": true,
-        });
+        let root_raw = self.stored_raw(root_pid)?;
+        let latest_raw = self.stored_raw(&t.latest)?;
+        let mut root = raw_fields(&root_raw, root_pid)?;
+        // The latest reply as a sync timeline shows it: a few of its fields, copied as they are.
+        let latest: RawFields = raw_fields(&latest_raw, &t.latest)?
+            .into_iter()
+            .filter(|(k, _)| SYNC_FIELDS.contains(&k.as_ref()))
+            .collect();
+        // unsigned."m.relations"."m.thread", its neighbours kept as they are.
+        let mut unsigned: OwnedFields = nested(root.get("unsigned").copied());
+        let mut relations: OwnedFields = nested(unsigned.get("m.relations").map(|r| &**r));
+        #[derive(serde::Deserialize)]
+        struct Count {
+            count: Option<u64>,
+        }
+        let before = (relations.get("m.thread"))
+            .and_then(|t| serde_json::from_str::<Count>(t.get()).ok())
+            .and_then(|c| c.count);
+        let thread: BTreeMap<&str, Box<RawValue>> = BTreeMap::from([
+            ("count", to_raw(&(before.unwrap_or(0) + t.replies))),
+            ("current_user_participated", to_raw(&true)),
+            ("latest_event", to_raw(&latest)),
+        ]);
+        relations.insert("m.thread".into(), to_raw(&thread));
+        unsigned.insert("m.relations".into(), to_raw(&relations));
+        let unsigned = to_raw(&unsigned);
+        root.insert(Cow::Borrowed("unsigned"), &unsigned);
+        let sender: Option<String> = root
+            .get("sender")
+            .and_then(|s| serde_json::from_str(s.get()).ok());
         self.store.put(
             "pduid_pdu",
             root_pid,
-            &serde_json::to_vec(&root_json).expect("JSON serializes"),
+            &serde_json::to_vec(&root).expect("JSON serializes"),
         )?;
         let mut users: Vec<String> = match self.store.get("threadid_userids", root_pid)? {
             Some(v) => v
                 .split(|b| *b == 0xff)
                 .map(|u| String::from_utf8_lossy(u).into_owned())
                 .collect(),
-            None => vec![root_json["sender"].as_str().unwrap_or_default().to_owned()],
+            None => vec![sender.unwrap_or_default()],
         };
         for sender in t.senders {
             if !users.contains(&sender) {
