@@ -5,10 +5,14 @@
 //! key; ed25519 signatures are deterministic and room ids come from the source's ids, so the same
 //! workspace forges the same event ids every time, and writing it again adds nothing.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
+
+// Fx hashing: these maps take a lookup or two per forged event, and their keys come from the
+// workspace being imported, not from the network.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use serde_json::{json, Map, Value};
 
@@ -101,12 +105,12 @@ impl<'a> Forger<'a> {
             archive,
             checkpoint,
             shared: Arc::new(shared),
-            joined: HashMap::new(),
-            direct: HashMap::new(),
+            joined: HashMap::default(),
+            direct: HashMap::default(),
             sum: ForgeSummary::default(),
             announce: None,
-            rooms_seen: HashSet::new(),
-            media_seen: HashSet::new(),
+            rooms_seen: HashSet::default(),
+            media_seen: HashSet::default(),
         })
     }
 
@@ -574,12 +578,12 @@ impl<'a> RoomForge<'a> {
                 .alias
                 .as_ref()
                 .map(|a| format!("#{a}:{}", ctx.server_name)),
-            joined: HashSet::new(),
-            ids: HashMap::new(),
-            thread_last: HashMap::new(),
-            reactions: HashSet::new(),
-            redacted: HashSet::new(),
-            to_redact: HashSet::new(),
+            joined: HashSet::default(),
+            ids: HashMap::default(),
+            thread_last: HashMap::default(),
+            reactions: HashSet::default(),
+            redacted: HashSet::default(),
+            to_redact: HashSet::default(),
             pinned: room.pinned.clone(),
             last_ts: room.created_ts,
             joins_added: 0,

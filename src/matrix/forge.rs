@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use ruma::room_version_rules::RoomVersionRules;
-use ruma::CanonicalJsonObject;
+use ruma::{CanonicalJsonObject, CanonicalJsonValue};
 use serde_json::{json, Value};
 
 use crate::archive::room::{PduLine, StateEntry};
@@ -94,23 +94,37 @@ impl<'k> RoomBuilder<'k> {
     ) -> Result<PduLine, PduError> {
         let auth = self.auth_events(sender, kind, state_key, &content);
         self.depth += 1;
-        let mut ev = json!({
-            "room_id": self.room_id,
-            "sender": sender,
-            "type": kind,
-            "content": content,
-            "depth": self.depth,
-            "origin_server_ts": origin_server_ts,
-            "prev_events": self.prev.iter().collect::<Vec<_>>(),
-            "auth_events": auth,
-        });
+        // The event as canonical JSON straight away (only the content comes as a JSON value).
+        let string = |s: &str| CanonicalJsonValue::String(s.to_owned());
+        let int = |i: i64| {
+            ruma::Int::new(i)
+                .map(CanonicalJsonValue::Integer)
+                .ok_or_else(|| PduError::NotCanonical(format!("{i} is out of range")))
+        };
+        let ids = |ids: Vec<String>| {
+            CanonicalJsonValue::Array(ids.into_iter().map(CanonicalJsonValue::String).collect())
+        };
+        let content = CanonicalJsonValue::try_from(content)
+            .map_err(|e| PduError::NotCanonical(e.to_string()))?;
+        let mut obj = CanonicalJsonObject::from([
+            ("room_id".to_owned(), string(&self.room_id)),
+            ("sender".to_owned(), string(sender)),
+            ("type".to_owned(), string(kind)),
+            ("content".to_owned(), content),
+            ("depth".to_owned(), int(self.depth)?),
+            ("origin_server_ts".to_owned(), int(origin_server_ts)?),
+            (
+                "prev_events".to_owned(),
+                ids(self.prev.iter().cloned().collect()),
+            ),
+            ("auth_events".to_owned(), ids(auth)),
+        ]);
         if let Some(k) = state_key {
-            ev["state_key"] = json!(k);
+            obj.insert("state_key".into(), string(k));
         }
         if let Some(target) = redacts {
-            ev["redacts"] = json!(target);
+            obj.insert("redacts".into(), string(target));
         }
-        let mut obj: CanonicalJsonObject = pdu::from_value(ev)?;
         let (event_id, text) = self.signer.hash_sign_and_text(&mut obj, &self.rules)?;
         if let Some(k) = state_key {
             let content = match obj.get("content") {
@@ -121,7 +135,11 @@ impl<'k> RoomBuilder<'k> {
                 .insert((kind.to_owned(), k.to_owned()), (event_id.clone(), content));
         }
         self.prev = Some(event_id.clone());
-        let line = format!("{{\"event_id\":\"{event_id}\",\"pdu\":{text}}}");
+        // `{"event_id":"<id>","pdu":<PDU>}`, made in one allocation.
+        let mut line = String::with_capacity(event_id.len() + text.len() + 24);
+        for part in ["{\"event_id\":\"", &event_id, "\",\"pdu\":", &text, "}"] {
+            line.push_str(part);
+        }
         Ok(PduLine {
             event_id,
             pdu: obj,

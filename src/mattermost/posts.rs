@@ -2,8 +2,9 @@
 //! post as Matrix content with its thread, files, edits (from the edit-history rows), reactions,
 //! pins and deletion.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
+use rustc_hash::FxHashMap;
 use serde_json::{json, Value};
 
 use crate::import::model::{Item, ItemKind, Media, Page, RoomKind, Skip};
@@ -36,15 +37,16 @@ impl PostMapper {
     /// The history items of a page of a channel's rows (posts in time order, each with its
     /// edit-history rows, reactions and files) in a room of `kind`.
     pub fn page(&self, kind: RoomKind, rows: &ChannelRows) -> Mapped {
-        let mut history_rows: HashMap<&str, Vec<&MmPost>> = HashMap::new();
+        let mut history_rows: FxHashMap<&str, Vec<&MmPost>> = FxHashMap::default();
         for p in rows.posts.iter().filter(|p| !p.original_id.is_empty()) {
             history_rows
                 .entry(p.original_id.as_str())
                 .or_default()
                 .push(p);
         }
-        let files: HashMap<&str, &MmFile> = rows.files.iter().map(|f| (f.id.as_str(), f)).collect();
-        let mut reactions: HashMap<&str, Vec<&MmReaction>> = HashMap::new();
+        let files: FxHashMap<&str, &MmFile> =
+            rows.files.iter().map(|f| (f.id.as_str(), f)).collect();
+        let mut reactions: FxHashMap<&str, Vec<&MmReaction>> = FxHashMap::default();
         for r in rows.reactions.iter().filter(|r| r.delete_at == 0) {
             reactions.entry(r.post_id.as_str()).or_default().push(r);
         }
@@ -88,9 +90,9 @@ struct PostCtx<'a> {
     conv: &'a Converter,
     o: &'a MapOptions,
     known: &'a HashSet<String>,
-    files: &'a HashMap<&'a str, &'a MmFile>,
-    reactions: &'a HashMap<&'a str, Vec<&'a MmReaction>>,
-    history_rows: &'a HashMap<&'a str, Vec<&'a MmPost>>,
+    files: &'a FxHashMap<&'a str, &'a MmFile>,
+    reactions: &'a FxHashMap<&'a str, Vec<&'a MmReaction>>,
+    history_rows: &'a FxHashMap<&'a str, Vec<&'a MmPost>>,
 }
 
 fn post_items(p: &MmPost, kind: RoomKind, out: &mut Mapped, ctx: &PostCtx) {
