@@ -86,7 +86,18 @@ impl EventSigner {
             .custom_redacted_root_fields(UNSIGNED_FIELDS)
             .serialize(event)
             .map_err(|e| PduError::EventId(format!("signing: {e}")))?;
-        let signature = self.pair.sign(redacted.as_bytes());
+        self.sign_redacted(event, redacted.as_bytes(), rules)
+    }
+
+    /// Signs an event given the text of its redacted form (what both the signature and the
+    /// reference hash cover), and returns its event id.
+    fn sign_redacted(
+        &self,
+        event: &mut CanonicalJsonObject,
+        redacted: &[u8],
+        rules: &RoomVersionRules,
+    ) -> Result<String, PduError> {
+        let signature = self.pair.sign(redacted);
         let signatures = event
             .entry("signatures".into())
             .or_insert_with(|| CanonicalJsonValue::Object(Default::default()));
@@ -103,7 +114,7 @@ impl EventSigner {
             self.key_id.clone(),
             CanonicalJsonValue::String(crate::matrix::b64_encode(signature.as_ref())),
         );
-        let digest = Sha256::digest(redacted.as_bytes());
+        let digest = Sha256::digest(redacted);
         let id = match rules.event_id_format {
             EventIdFormatVersion::V1 => {
                 return Err(PduError::EventId(
@@ -157,6 +168,7 @@ impl EventSigner {
                 .ok_or_else(|| PduError::EventId("signing: missing field: `type`".into()))
         };
         let (h, s) = (at("hashes")?, at("signatures")?);
+        let content_free = redacted_without_content(event, &cuts);
         drop(cuts);
         if text.len() > MAX_PDU_BYTES {
             return Err(PduError::EventId("signing: PDU is too large".into()));
@@ -167,7 +179,21 @@ impl EventSigner {
         );
         let hashes_text = serde_json::to_vec(&hashes).map_err(not_json)?;
         event.insert("hashes".into(), hashes);
-        let id = self.sign_and_id(event, rules)?;
+        let id = match content_free {
+            // The redacted form: the same fields, the content empty, with the hashes.
+            Some((from, to)) => {
+                let mut redacted = Vec::with_capacity(text.len() + hashes_text.len() + 16);
+                redacted.extend_from_slice(&text[..from]);
+                redacted.extend_from_slice(b"\"content\":{}");
+                redacted.extend_from_slice(&text[to..h]);
+                redacted.extend_from_slice(b"\"hashes\":");
+                redacted.extend_from_slice(&hashes_text);
+                redacted.push(b',');
+                redacted.extend_from_slice(&text[h..]);
+                self.sign_redacted(event, &redacted, rules)?
+            }
+            None => self.sign_and_id(event, rules)?,
+        };
         let signatures_text = serde_json::to_vec(&event["signatures"]).map_err(not_json)?;
         let mut out =
             Vec::with_capacity(text.len() + hashes_text.len() + signatures_text.len() + 32);
@@ -189,6 +215,52 @@ impl EventSigner {
         let out = String::from_utf8(out).map_err(|e| PduError::EventId(format!("signing: {e}")))?;
         Ok((id, out))
     }
+}
+
+/// The fields a redaction keeps in every room version we create (3–11), of those a forged
+/// event has.
+const KEPT_FIELDS: &[&str] = &[
+    "auth_events",
+    "content",
+    "depth",
+    "origin_server_ts",
+    "prev_events",
+    "room_id",
+    "sender",
+    "type",
+];
+
+/// Event types whose content a redaction keeps some of, in some room version.
+const CONTENT_KEEPING_TYPES: &[&str] = &[
+    "m.room.aliases",
+    "m.room.create",
+    "m.room.history_visibility",
+    "m.room.join_rules",
+    "m.room.member",
+    "m.room.power_levels",
+    "m.room.redaction",
+];
+
+/// Where the `content` field is in the event's text (`cuts`: each field's start), when the
+/// event's redacted form is the event with its content emptied: a message-like event (not
+/// state, of a type whose content a redaction drops whole) with only fields every redaction
+/// keeps. Messages and reactions, nearly every event an import forges, are such events; the
+/// rest are redacted by ruma's rules.
+fn redacted_without_content(
+    event: &CanonicalJsonObject,
+    cuts: &[(&str, usize)],
+) -> Option<(usize, usize)> {
+    let Some(CanonicalJsonValue::String(kind)) = event.get("type") else {
+        return None;
+    };
+    if CONTENT_KEEPING_TYPES.contains(&kind.as_str())
+        || !cuts.iter().all(|(k, _)| KEPT_FIELDS.contains(k))
+    {
+        return None;
+    }
+    let i = cuts.iter().position(|(k, _)| *k == "content")?;
+    // The next field's start, less the comma before it (`content` is never the last field).
+    Some((cuts[i].1, cuts.get(i + 1)?.1 - 1))
 }
 
 #[cfg(test)]
@@ -215,6 +287,18 @@ mod tests {
             json!({"content": {"x": [1, "\u{0}"]}, "type": "m.custom"}),
             json!({"type": "m.custom", "state_key": "s"}),
             json!({"type": "m.room.message", "content": {}, "unsigned": {"age": 5}}),
+            // Redacted by emptying the content (a reaction), and ones that are not: a field
+            // room version 11 drops, a type whose content a redaction keeps some of.
+            json!({"type": "m.reaction", "room_id": "!r:s.test", "sender": "@a:s.test",
+                   "content": {"m.relates_to": {"rel_type": "m.annotation", "event_id": "$t",
+                               "key": "👍"}}, "depth": 8, "origin_server_ts": 8,
+                   "prev_events": ["$p"], "auth_events": ["$a"]}),
+            json!({"type": "m.room.message", "origin": "s.test", "room_id": "!r:s.test",
+                   "sender": "@a:s.test", "content": {"body": "x"}, "depth": 3,
+                   "origin_server_ts": 3, "prev_events": [], "auth_events": []}),
+            json!({"type": "m.room.redaction", "room_id": "!r:s.test", "sender": "@a:s.test",
+                   "content": {"redacts": "$t"}, "depth": 4, "origin_server_ts": 4,
+                   "prev_events": [], "auth_events": []}),
             json!({"type": "m.room.message", "room_id": "!r:s.test", "sender": "@a:s.test",
                    "content": {"body": "héllo \u{1F600} \"q\"", "msgtype": "m.text",
                                "m.relates_to": {"rel_type": "m.thread", "event_id": "$x"}},
