@@ -72,8 +72,10 @@ pub struct PduLine {
     pub event_id: String,
     #[serde(deserialize_with = "crate::matrix::canonical_de::object")]
     pub pdu: CanonicalJsonObject,
-    /// The line as read from a PDU file ([`PduReader`]), kept so the writer can store the PDU's
-    /// text as it is instead of serialising the parsed PDU again.
+    /// The line's text: as read from a PDU file ([`PduReader`]) or as made when the event was
+    /// signed ([`crate::matrix::forge::RoomBuilder`]), so the writer can store the PDU's text,
+    /// and [`PduWriter::push_line`] write it, without serialising the parsed PDU again. Whoever
+    /// changes `pdu` must clear it.
     #[serde(skip)]
     pub source: Option<String>,
 }
