@@ -243,8 +243,8 @@ const CONTENT_KEEPING_TYPES: &[&str] = &[
 
 /// Where the `content` field is in the event's text (`cuts`: each field's start), when the
 /// event's redacted form is the event with its content emptied: a message-like event (not
-/// state, of a type whose content a redaction drops whole) with only fields every redaction
-/// keeps. Messages and reactions, nearly every event an import forges, are such events; the
+/// state, of a type whose content a redaction drops whole, content an object) with only fields
+/// every redaction keeps. Messages and reactions, nearly every event an import forges, are such events; the
 /// rest are redacted by ruma's rules.
 fn redacted_without_content(
     event: &CanonicalJsonObject,
@@ -253,8 +253,10 @@ fn redacted_without_content(
     let Some(CanonicalJsonValue::String(kind)) = event.get("type") else {
         return None;
     };
+    // A redaction prunes only an object's fields; other content stays as it is.
     if CONTENT_KEEPING_TYPES.contains(&kind.as_str())
         || !cuts.iter().all(|(k, _)| KEPT_FIELDS.contains(k))
+        || !matches!(event.get("content"), Some(CanonicalJsonValue::Object(_)))
     {
         return None;
     }
@@ -298,6 +300,9 @@ mod tests {
                    "origin_server_ts": 3, "prev_events": [], "auth_events": []}),
             json!({"type": "m.room.redaction", "room_id": "!r:s.test", "sender": "@a:s.test",
                    "content": {"redacts": "$t"}, "depth": 4, "origin_server_ts": 4,
+                   "prev_events": [], "auth_events": []}),
+            json!({"type": "m.room.message", "room_id": "!r:s.test", "sender": "@a:s.test",
+                   "content": "not an object", "depth": 5, "origin_server_ts": 5,
                    "prev_events": [], "auth_events": []}),
             json!({"type": "m.room.message", "room_id": "!r:s.test", "sender": "@a:s.test",
                    "content": {"body": "héllo \u{1F600} \"q\"", "msgtype": "m.text",
