@@ -106,6 +106,16 @@ pub fn pdu_text<'a>(event_id: &str, line: &'a str) -> Option<&'a str> {
     (pdu.starts_with('{') && pdu.ends_with('}')).then_some(pdu)
 }
 
+/// A line as [`PduWriter`] writes it, made from the event id (which must need no escapes, as the
+/// ids we create: `$` and base64) and the PDU's JSON text; [`pdu_text`] reads it back.
+pub fn line_text(event_id: &str, pdu: &str) -> String {
+    let mut line = String::with_capacity(event_id.len() + pdu.len() + 24);
+    for part in ["{\"event_id\":\"", event_id, "\",\"pdu\":", pdu, "}"] {
+        line.push_str(part);
+    }
+    line
+}
+
 /// File names inside a room directory.
 pub const META: &str = "room.json";
 pub const EVENTS: &str = "events.jsonl.zst";
@@ -307,6 +317,10 @@ mod tests {
         assert_eq!(write_pdus(&p, &lines).unwrap(), 50);
         let back: Vec<PduLine> = PduReader::open(&p).unwrap().collect::<Result<_>>().unwrap();
         assert_eq!(back, lines);
+        for l in &back {
+            let pdu = serde_json::to_string(&l.pdu).unwrap();
+            assert_eq!(l.source.as_deref(), Some(&*line_text(&l.event_id, &pdu)));
+        }
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
         let res: Result<Vec<PduLine>> = PduReader::open(&p).unwrap().collect();

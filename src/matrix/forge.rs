@@ -135,15 +135,10 @@ impl<'k> RoomBuilder<'k> {
                 .insert((kind.to_owned(), k.to_owned()), (event_id.clone(), content));
         }
         self.prev = Some(event_id.clone());
-        // `{"event_id":"<id>","pdu":<PDU>}`, made in one allocation.
-        let mut line = String::with_capacity(event_id.len() + text.len() + 24);
-        for part in ["{\"event_id\":\"", &event_id, "\",\"pdu\":", &text, "}"] {
-            line.push_str(part);
-        }
         Ok(PduLine {
+            source: Some(crate::archive::room::line_text(&event_id, &text)),
             event_id,
             pdu: obj,
-            source: Some(line),
         })
     }
 
