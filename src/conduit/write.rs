@@ -11,7 +11,6 @@ use crate::archive::{fsutil, Archive};
 use crate::conduit::preflight::{preflight, Plan};
 use crate::conduit::schema::SEP;
 use crate::conduit::store::{refuse_if_open, Backend, Store};
-use crate::conduit::writer::rooms::COMMIT_EVERY;
 use crate::conduit::writer::Writer;
 use crate::error::{Error, Result};
 use crate::matrix::keys::ServerKey;
@@ -153,7 +152,6 @@ fn write_plan<S: Store>(
 pub struct WriteSession<S: Store> {
     w: Writer<S>,
     sum: WriteSummary,
-    since_commit: u64,
     media_dir: PathBuf,
 }
 
@@ -188,7 +186,6 @@ impl<S: Store> WriteSession<S> {
         let mut s = WriteSession {
             w,
             sum,
-            since_commit: 0,
             media_dir: options
                 .media_dir
                 .clone()
@@ -236,13 +233,8 @@ impl<S: Store> WriteSession<S> {
         sum.left_to_backfill += report.left_to_backfill;
         // Small rooms share a commit (each commit costs a WAL sync and, in SQLite, a walk over
         // its page cache); a crash loses only rooms the counter does not cover yet, which the
-        // next run writes again.
-        self.since_commit += report.events + 1;
-        if self.since_commit >= COMMIT_EVERY {
-            self.w.commit()?;
-            self.since_commit = 0;
-        }
-        Ok(())
+        // next run writes again. The room's own writes count as one event.
+        self.w.commit_if_due()
     }
 
     /// Writes the archive's users, then its media.

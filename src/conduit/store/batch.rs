@@ -48,6 +48,8 @@ pub struct Batch {
     arena: Vec<u8>,
     /// Per tree, its writes in order.
     writes: Vec<Vec<Write>>,
+    /// How many writes all trees have.
+    count: usize,
     /// The latest write of each key of an indexed tree.
     latest: HashTable<u64>,
 }
@@ -57,24 +59,26 @@ impl Batch {
         Batch {
             arena: Vec::new(),
             writes: vec![Vec::new(); trees],
+            count: 0,
             latest: HashTable::new(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.writes.iter().all(Vec::is_empty)
+        self.count == 0
     }
 
     /// Empties the batch, keeping its memory for the next commit.
     pub fn clear(&mut self) {
         self.arena.clear();
         self.writes.iter_mut().for_each(Vec::clear);
+        self.count = 0;
         self.latest.clear();
     }
 
     /// About the size of these writes in a RocksDB WriteBatch.
     pub fn size(&self) -> usize {
-        self.arena.len() + 12 * self.writes.iter().map(Vec::len).sum::<usize>()
+        self.arena.len() + 12 * self.count
     }
 
     fn key(&self, w: &Write) -> &[u8] {
@@ -95,6 +99,7 @@ impl Batch {
         let n = key.len().min(16);
         p[..n].copy_from_slice(&key[..n]);
         let at = self.writes[tree].len();
+        self.count += 1;
         self.writes[tree].push(Write {
             start,
             key_len: key.len() as u32,
@@ -109,6 +114,7 @@ impl Batch {
             arena,
             writes,
             latest,
+            ..
         } = self;
         let key_of = |packed: u64| {
             let (t, i) = unpack(packed);

@@ -23,6 +23,11 @@ pub trait Store {
     /// Makes every write so far atomic: after a crash the database holds all of it or none
     /// of it (and all earlier commits, or a consistent prefix of them).
     fn commit(&mut self) -> Result<()>;
+    /// About how many bytes of writes since the last commit this process holds in memory (0
+    /// where the database holds them itself, as SQLite's transaction does).
+    fn uncommitted_bytes(&self) -> usize {
+        0
+    }
     /// Commits and makes every write so far durable on disk (the end of a write).
     fn sync(&mut self) -> Result<()> {
         self.commit()
@@ -98,6 +103,9 @@ impl<T: Store + ?Sized> Store for Box<T> {
     }
     fn commit(&mut self) -> Result<()> {
         (**self).commit()
+    }
+    fn uncommitted_bytes(&self) -> usize {
+        (**self).uncommitted_bytes()
     }
     fn sync(&mut self) -> Result<()> {
         (**self).sync()

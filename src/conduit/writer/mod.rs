@@ -33,6 +33,8 @@ pub struct Writer<S: Store> {
     /// Write only the most recent N timeline events of each room (transition mode).
     pub recent: Option<u64>,
     counter: u64,
+    /// Events (and rooms) written since the last commit.
+    uncommitted: u64,
     /// Thread replies not yet written into their roots.
     threads: aggregations::PendingThreads,
 }
@@ -83,6 +85,7 @@ impl<S: Store> Writer<S> {
             was_complete: existing && version == Some(DATABASE_VERSION),
             recent: None,
             counter,
+            uncommitted: 0,
             threads: Default::default(),
         })
     }
@@ -97,7 +100,22 @@ impl<S: Store> Writer<S> {
     pub fn commit(&mut self) -> Result<()> {
         self.flush_threads()?;
         self.store.put("global", b"c", &u64be(self.counter))?;
+        self.uncommitted = 0;
         self.store.commit()
+    }
+
+    /// Counts one more event (or room) written, and commits once enough are waiting: every
+    /// [`rooms::COMMIT_EVERY`] events, or sooner when their writes reach
+    /// [`rooms::COMMIT_BYTES`]. Counted across rooms, so a commit never holds more than that
+    /// however the rooms' sizes fall.
+    pub fn commit_if_due(&mut self) -> Result<()> {
+        self.uncommitted += 1;
+        if self.uncommitted >= rooms::COMMIT_EVERY
+            || self.store.uncommitted_bytes() >= rooms::COMMIT_BYTES
+        {
+            self.commit()?;
+        }
+        Ok(())
     }
 
     /// Stores the server signing key as `version ‖ FF ‖ PKCS#8`, keeping Synapse's key id.
@@ -131,6 +149,7 @@ impl<S: Store> Writer<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conduit::store::rocksdb::RocksStore;
     use crate::conduit::store::sqlite::SqliteStore;
 
     #[test]
@@ -160,5 +179,37 @@ mod tests {
             Some(u64be(18).to_vec())
         );
         assert_eq!(s.get("global", b"c").unwrap(), Some(u64be(n).to_vec()));
+    }
+
+    /// A commit comes after COMMIT_EVERY events however they fall into rooms (the count is
+    /// the writer's, not a room's), or sooner once the writes held in memory reach
+    /// COMMIT_BYTES.
+    #[test]
+    fn commits_are_bounded_in_events_and_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::begin(RocksStore::open(dir.path()).unwrap(), "t.test").unwrap();
+        for i in 1..rooms::COMMIT_EVERY {
+            w.store.put("global", b"x", &i.to_be_bytes()).unwrap();
+            w.commit_if_due().unwrap();
+        }
+        assert!(
+            w.store.uncommitted_bytes() > 0,
+            "no commit before COMMIT_EVERY"
+        );
+        w.commit_if_due().unwrap();
+        assert_eq!(w.store.uncommitted_bytes(), 0, "a commit at COMMIT_EVERY");
+        w.store.put("global", b"x", b"1").unwrap();
+        w.commit_if_due().unwrap();
+        assert!(w.store.uncommitted_bytes() > 0);
+        w.store
+            .put("global", b"big", &vec![7; rooms::COMMIT_BYTES])
+            .unwrap();
+        w.commit_if_due().unwrap();
+        assert_eq!(w.store.uncommitted_bytes(), 0, "a commit at COMMIT_BYTES");
+        let mut s = w.finish().unwrap();
+        assert_eq!(
+            s.get("global", b"big").unwrap().map(|v| v.len()),
+            Some(rooms::COMMIT_BYTES)
+        );
     }
 }
