@@ -22,6 +22,7 @@ use crate::archive::user::{AccountData, UserRecord, UserSecrets};
 use crate::archive::{fsutil, manifest, Archive, Checkpoint, Entry, ItemKind};
 use crate::conduit::write::Archived;
 use crate::error::{Error, Result};
+use crate::import::id_table::{IdTable, Ref};
 use crate::import::model::{Item, ItemKind as Kind, Page, Room, RoomKind, User};
 use crate::import::queue::TimeQueue;
 use crate::matrix::forge::RoomBuilder;
@@ -506,8 +507,7 @@ fn forge_room(
     fsutil::write_json(&meta_path, &meta, false)?;
     // Source id → event id, for later steps and for people looking for a message.
     let map_path = archive.mapping_path(&room.key);
-    let map: BTreeMap<&String, &String> = f.ids.iter().collect();
-    fsutil::write_json(&map_path, &map, false)?;
+    fsutil::write_json(&map_path, &f.ids, false)?;
 
     let mut files = BTreeMap::new();
     for p in [&events_path, &outliers_path, &meta_path, &map_path] {
@@ -535,13 +535,15 @@ struct RoomForge<'a> {
     creator: String,
     alias: Option<String>,
     joined: HashSet<String>,
-    /// Source key → event id.
-    ids: HashMap<String, String>,
-    /// Thread root event id → the thread's latest event id.
-    thread_last: HashMap<String, String>,
-    /// (sender, target, key) of reactions already sent.
-    reactions: HashSet<(String, String, String)>,
-    redacted: HashSet<String>,
+    /// Source key → event id, and the events that later items refer to.
+    ids: IdTable,
+    /// Thread root → the thread's latest event.
+    thread_last: HashMap<Ref, Ref>,
+    /// (target, sender, key) of reactions already sent; sender and key numbered in `names`.
+    reactions: HashSet<(Ref, u32, u32)>,
+    /// Senders and reaction keys, numbered (a few hundred strings stand for millions).
+    names: HashMap<String, u32>,
+    redacted: HashSet<Ref>,
     /// Source keys of messages a later item redacts (a message and its deletion come from the
     /// same post, so from the same page).
     to_redact: HashSet<String>,
@@ -579,9 +581,10 @@ impl<'a> RoomForge<'a> {
                 .as_ref()
                 .map(|a| format!("#{a}:{}", ctx.server_name)),
             joined: HashSet::default(),
-            ids: HashMap::default(),
+            ids: IdTable::default(),
             thread_last: HashMap::default(),
             reactions: HashSet::default(),
+            names: HashMap::default(),
             redacted: HashSet::default(),
             to_redact: HashSet::default(),
             pinned: room.pinned.clone(),
@@ -807,12 +810,13 @@ impl<'a> RoomForge<'a> {
             } => {
                 self.ensure_joined(&sender, item.ts)?;
                 let mut content = fit(content.clone());
-                let root = thread.as_ref().and_then(|t| self.ids.get(t).cloned());
-                if let Some(root) = &root {
-                    let last = self.thread_last.get(root).unwrap_or(root).clone();
+                let root = thread.as_ref().and_then(|t| self.ids.find(t));
+                if let Some(root) = root {
+                    let last = *self.thread_last.get(&root).unwrap_or(&root);
                     content["m.relates_to"] = json!({
-                        "rel_type": "m.thread", "event_id": root, "is_falling_back": true,
-                        "m.in_reply_to": { "event_id": last },
+                        "rel_type": "m.thread", "event_id": self.ids.event_id(root),
+                        "is_falling_back": true,
+                        "m.in_reply_to": { "event_id": self.ids.event_id(last) },
                     });
                 } else if let Some(t) = thread {
                     self.skipped.push(format!(
@@ -820,42 +824,37 @@ impl<'a> RoomForge<'a> {
                         item.key.as_deref().unwrap_or("message")
                     ));
                 }
-                let pruned = item
-                    .key
-                    .as_ref()
-                    .is_some_and(|k| self.to_redact.contains(k));
+                let pruned = (item.key.as_ref()).is_some_and(|k| self.to_redact.contains(k));
                 let id =
                     self.send_maybe_pruned(&sender, event_type, None, content, item.ts, pruned)?;
-                if let Some(root) = root {
-                    self.thread_last.insert(root, id.clone());
-                }
-                if let Some(k) = &item.key {
-                    self.ids.insert(k.clone(), id);
+                if item.key.is_some() || root.is_some() {
+                    let r = self.record(item.key.as_deref(), &id)?;
+                    if let Some(root) = root {
+                        self.thread_last.insert(root, r);
+                    }
                 }
                 Ok(())
             }
             Kind::Reaction { target, key } => {
-                let Some(target_id) = self.ids.get(target).cloned() else {
+                let Some(target) = self.ids.find(target) else {
                     self.skipped.push(format!(
                         "reaction {key} by {sender}: message {target} is not in the room"
                     ));
                     return Ok(());
                 };
-                if !self
-                    .reactions
-                    .insert((sender.clone(), target_id.clone(), key.clone()))
-                    || self.redacted.contains(&target_id)
-                {
+                let seen = (target, self.name(&sender), self.name(key));
+                if !self.reactions.insert(seen) || self.redacted.contains(&target) {
                     return Ok(());
                 }
                 self.ensure_joined(&sender, item.ts)?;
                 let c = json!({ "m.relates_to": {
-                    "rel_type": "m.annotation", "event_id": target_id, "key": key } });
+                    "rel_type": "m.annotation", "event_id": self.ids.event_id(target),
+                    "key": key } });
                 self.send(&sender, "m.reaction", None, c, item.ts)?;
                 Ok(())
             }
             Kind::Edit { target, content } => {
-                let Some(target_id) = self.ids.get(target).cloned() else {
+                let Some(target_id) = self.ids.get(target).map(str::to_owned) else {
                     self.skipped
                         .push(format!("edit of {target}: the message is not in the room"));
                     return Ok(());
@@ -879,17 +878,17 @@ impl<'a> RoomForge<'a> {
                 Ok(())
             }
             Kind::Redaction { target } => {
-                let Some(target_id) = self.ids.get(target).cloned() else {
+                self.to_redact.remove(target);
+                let Some(target) = self.ids.find(target) else {
                     return Ok(());
                 };
                 self.ensure_joined(&sender, item.ts)?;
                 let ts = self.next_ts(item.ts);
-                let line = self
-                    .b
-                    .redact(&sender, &target_id, ts)
+                let line = (self.b)
+                    .redact(&sender, self.ids.event_id(target), ts)
                     .map_err(|e| Error::Config(e.to_string()))?;
                 self.out.push_line(&line)?;
-                self.redacted.insert(target_id);
+                self.redacted.insert(target);
                 Ok(())
             }
             Kind::State {
@@ -906,11 +905,26 @@ impl<'a> RoomForge<'a> {
                     item.ts,
                 )?;
                 if let Some(k) = &item.key {
-                    self.ids.insert(k.clone(), id);
+                    self.record(Some(k), &id)?;
                 }
                 Ok(())
             }
         }
+    }
+
+    /// Keeps an event's id for the items that refer to it.
+    fn record(&mut self, key: Option<&str>, event_id: &str) -> Result<Ref> {
+        (self.ids.insert(key, event_id)).map_err(|e| Error::Config(e.to_string()))
+    }
+
+    /// The number of a sender or reaction key.
+    fn name(&mut self, s: &str) -> u32 {
+        if let Some(&n) = self.names.get(s) {
+            return n;
+        }
+        let n = self.names.len() as u32;
+        self.names.insert(s.to_owned(), n);
+        n
     }
 
     /// A sender must be in the room; where the history lacks their join, add one (counted).
@@ -927,18 +941,14 @@ impl<'a> RoomForge<'a> {
     fn close(&mut self) -> Result<()> {
         let creator = self.creator.clone();
         let ts = self.last_ts;
-        let pinned: Vec<String> = (self.pinned.iter())
-            .filter_map(|k| self.ids.get(k).cloned())
-            .filter(|id| !self.redacted.contains(id))
+        let pinned: Vec<&str> = (self.pinned.iter())
+            .filter_map(|k| self.ids.find(k))
+            .filter(|r| !self.redacted.contains(r))
+            .map(|r| self.ids.event_id(r))
             .collect();
         if !pinned.is_empty() {
-            self.send(
-                &creator,
-                "m.room.pinned_events",
-                Some(""),
-                json!({ "pinned": pinned }),
-                ts,
-            )?;
+            let c = json!({ "pinned": pinned });
+            self.send(&creator, "m.room.pinned_events", Some(""), c, ts)?;
         }
         let now: Vec<String> = (self.room.members_now.iter())
             .filter_map(|k| self.user_id(k))

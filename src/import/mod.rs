@@ -3,6 +3,7 @@
 //! [`synapse`] replays into a running Synapse.
 
 pub mod forge;
+pub mod id_table;
 pub mod model;
 pub mod queue;
 pub mod synapse;

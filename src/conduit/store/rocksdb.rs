@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use rocksdb::{
-    ColumnFamilyDescriptor, DBWithThreadMode, FlushOptions, IteratorMode, Options, SingleThreaded,
-    WriteBatch, WriteBufferManager, WriteOptions,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBWithThreadMode, FlushOptions, IteratorMode,
+    Options, SingleThreaded, WriteBatch, WriteBufferManager, WriteOptions,
 };
 
 use super::batch::Batch;
@@ -42,6 +42,9 @@ const WRITE_ONLY: &[&str] = &["tokenids", "referencedevents", "tofrom_relation"]
 /// the writer's memory stays flat however much it writes; small in unit tests, so a few writes
 /// already reach disk. 64 MiB wrote a 10^6-post import as fast as 128 or 256 did.
 const WRITE_BUFFER: usize = if cfg!(test) { 1 << 20 } else { 64 << 20 };
+
+/// The block cache of all trees together, index blocks included (see [`options`]).
+const BLOCK_CACHE: usize = 32 << 20;
 
 pub struct RocksStore {
     path: PathBuf,
@@ -66,8 +69,16 @@ struct Applier {
     thread: JoinHandle<()>,
 }
 
-fn options() -> Options {
+fn options(cache: &Cache) -> Options {
     let mut o = Options::default();
+    // One block cache for all trees, and the files' index blocks in it. RocksDB's defaults
+    // give each tree a cache of its own (86 × 32 MiB at most) and keep every open file's index
+    // outside any cache, which grows with the database: 3 MiB after a 250k-post import, 13 MiB
+    // after 10^6. The writer rarely reads from disk (1.4 MiB of cached blocks after 10^6).
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_cache_index_and_filter_blocks(true);
+    o.set_block_based_table_factory(&table);
     o.create_if_missing(true);
     o.create_missing_column_families(true);
     // LZ4 below level 0, none on it. Conduit writes Zstd to the bottom level, but reads any
@@ -128,11 +139,12 @@ impl RocksStore {
                 names.push(t.to_owned());
             }
         }
+        let cache = Cache::new_lru_cache(BLOCK_CACHE);
         let cfs = names
             .iter()
-            .map(|n| ColumnFamilyDescriptor::new(n, options()));
+            .map(|n| ColumnFamilyDescriptor::new(n, options(&cache)));
         return_freed_memory();
-        let mut db_options = options();
+        let mut db_options = options(&cache);
         // The memtable budget is a limit: a write waits while the memtables of all trees hold
         // more than WRITE_BUFFER. Without it (`db_write_buffer_size`, only a flush trigger) a
         // bulk write outran the flushes as compactions grew: up to 213 MiB of memtables in the
