@@ -19,8 +19,8 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t =
 
 /// How long freed memory stays resident before mimalloc returns it (ms). Its default, 1 s,
 /// kept ~70 MiB of a bulk import's freed buffers resident at any time (peak RSS of a 10^6-post
-/// import 484–489 → 419 MiB at 10 ms, mimalloc v2's default; 0 gave 394–405 MiB for twice the
-/// system CPU). See BENCHMARKS.md, "Mattermost import: peak memory".
+/// import 484–494 → 415–430 MiB at 10 ms, mimalloc v2's default; 0 gave 394–405 MiB for twice
+/// the system CPU). See BENCHMARKS.md, "Mattermost import: peak memory".
 const PURGE_DELAY_MS: std::ffi::c_long = 10;
 
 fn main() {

@@ -854,7 +854,7 @@ impl<'a> RoomForge<'a> {
                 Ok(())
             }
             Kind::Edit { target, content } => {
-                let Some(target_id) = self.ids.get(target).map(str::to_owned) else {
+                let Some(target) = self.ids.find(target) else {
                     self.skipped
                         .push(format!("edit of {target}: the message is not in the room"));
                     return Ok(());
@@ -865,7 +865,8 @@ impl<'a> RoomForge<'a> {
                     "msgtype": new["msgtype"].clone(),
                     "body": format!("* {}", new["body"].as_str().unwrap_or_default()),
                     "m.new_content": new.clone(),
-                    "m.relates_to": { "rel_type": "m.replace", "event_id": target_id },
+                    "m.relates_to": { "rel_type": "m.replace",
+                        "event_id": self.ids.event_id(target) },
                 });
                 if let Some(html) = new["formatted_body"].as_str() {
                     c["format"] = json!("org.matrix.custom.html");

@@ -41,12 +41,12 @@ impl IdTable {
     /// Records a forged event; `key`: the source's id of it, when later items may refer to it.
     /// A key recorded again points to the new event from now on.
     pub fn insert(&mut self, key: Option<&str>, event_id: &str) -> Result<Ref, TooLarge> {
-        let start = u32::try_from(self.text.len()).map_err(|_| TooLarge)?;
-        let at = u32::try_from(self.entries.len()).map_err(|_| TooLarge)?;
         let key = key.unwrap_or_default();
         if self.text.len() + key.len() + event_id.len() > u32::MAX as usize {
             return Err(TooLarge);
         }
+        let start = self.text.len() as u32;
+        let at = u32::try_from(self.entries.len()).map_err(|_| TooLarge)?;
         self.text.push_str(key);
         self.text.push_str(event_id);
         self.entries.push((start, key.len() as u32));
@@ -80,11 +80,6 @@ impl IdTable {
         let (start, key_len) = self.entries[r.0 as usize];
         let end = (self.entries.get(r.0 as usize + 1)).map_or(self.text.len(), |e| e.0 as usize);
         &self.text[(start + key_len) as usize..end]
-    }
-
-    /// The event id of the latest event recorded with this key.
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.find(key).map(|r| self.event_id(r))
     }
 
     fn key(&self, i: u32) -> &str {
@@ -123,10 +118,10 @@ mod tests {
         assert_eq!(t.event_id(none), "$nokey");
         assert_eq!(t.event_id(b), "$bbb");
         assert_eq!(t.find("post-b"), Some(b));
-        assert_eq!(t.get("post-c"), None);
+        assert_eq!(t.find("post-c"), None);
         let a2 = t.insert(Some("post-a"), "$aaa2").unwrap();
         assert_ne!(a, a2);
-        assert_eq!(t.get("post-a"), Some("$aaa2"));
+        assert_eq!(t.find("post-a").map(|r| t.event_id(r)), Some("$aaa2"));
         assert_eq!(t.event_id(a), "$aaa", "an older entry keeps its id");
         let all: Vec<_> = t.iter().collect();
         assert_eq!(all, [("post-b", "$bbb"), ("post-a", "$aaa2")]);
