@@ -65,12 +65,30 @@ pub fn rename(from: &Path, to: &Path) -> Result<()> {
     fs::rename(from, to).map_err(|e| Error::io("cannot rename into place", to, e))
 }
 
-/// Serializes `value` as pretty JSON and writes it atomically.
+/// Serializes `value` as pretty JSON and writes it atomically. The JSON goes to the file as it
+/// is made, never whole into memory: a big room's mapping file is tens of megabytes.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T, secret: bool) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value)
-        .map_err(|e| Error::malformed(path.display().to_string(), e))?;
-    bytes.push(b'\n');
-    write_atomic(path, &bytes, secret)
+    if let Some(parent) = path.parent() {
+        create_dir_all(parent)?;
+    }
+    let tmp = tmp_path(path);
+    let mut out = std::io::BufWriter::new(create_file(&tmp, secret)?);
+    serde_json::to_writer_pretty(&mut out, value).map_err(|e| {
+        if e.is_io() {
+            Error::io("cannot write", &tmp, e.into())
+        } else {
+            Error::malformed(path.display().to_string(), e)
+        }
+    })?;
+    out.write_all(b"\n")
+        .map_err(|e| Error::io("cannot write", &tmp, e))?;
+    let f = out
+        .into_inner()
+        .map_err(|e| Error::io("cannot write", &tmp, e.into_error()))?;
+    f.sync_all()
+        .map_err(|e| Error::io("cannot sync", &tmp, e))?;
+    drop(f);
+    rename(&tmp, path)
 }
 
 /// Reads and parses a JSON file.

@@ -29,10 +29,13 @@ const MAX_PDU_BYTES: usize = 65_536;
 pub const COMMIT_EVERY: u64 = 20_000;
 
 /// The most bytes of writes a commit waits for (where the store holds them in memory, as the
-/// RocksDB backend does until it applies a commit). 20,000 Mattermost posts make ~36 MiB;
-/// Synapse events can be far bigger (up to 64 KiB each), and this keeps the writer's memory
-/// the same for them.
-pub const COMMIT_BYTES: usize = 32 << 20;
+/// RocksDB backend does until it applies a commit). 20,000 Mattermost posts make ~36 MiB, so
+/// for them this, not [`COMMIT_EVERY`], ends a commit (~9,000 posts); Synapse events can be far
+/// bigger (up to 64 KiB each), and this keeps the writer's memory the same for them. The writer
+/// holds about three commits' worth at once (the batch being filled, the batch being applied
+/// and RocksDB's copy of it): 32 MiB put peak RSS of a 10^6-post import at ~415 MiB, 16 MiB at
+/// ~320 MiB, at the same speed (BENCHMARKS.md, "Mattermost import: peak memory").
+pub const COMMIT_BYTES: usize = 16 << 20;
 
 /// How many recent events' states the state tracker holds; older prev events (rare: long-lived
 /// forks, history gaps) have their state read back from the database, so memory stays flat
