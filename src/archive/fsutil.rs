@@ -2,7 +2,7 @@
 //! sees either the old file or the new one, never half of one.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -47,13 +47,28 @@ pub fn tmp_path(path: &Path) -> PathBuf {
 
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
+    write_atomic_with(path, secret, |out, tmp| {
+        out.write_all(bytes)
+            .map_err(|e| Error::io("cannot write", tmp, e))
+    })
+}
+
+/// Writes `path` atomically: `fill` writes the content into the temporary sibling (its path is
+/// the second argument), which is then synced and renamed into place.
+fn write_atomic_with(
+    path: &Path,
+    secret: bool,
+    fill: impl FnOnce(&mut BufWriter<File>, &Path) -> Result<()>,
+) -> Result<()> {
     if let Some(parent) = path.parent() {
         create_dir_all(parent)?;
     }
     let tmp = tmp_path(path);
-    let mut f = create_file(&tmp, secret)?;
-    f.write_all(bytes)
-        .map_err(|e| Error::io("cannot write", &tmp, e))?;
+    let mut out = BufWriter::new(create_file(&tmp, secret)?);
+    fill(&mut out, &tmp)?;
+    let f = out
+        .into_inner()
+        .map_err(|e| Error::io("cannot write", &tmp, e.into_error()))?;
     f.sync_all()
         .map_err(|e| Error::io("cannot sync", &tmp, e))?;
     drop(f);
@@ -68,27 +83,17 @@ pub fn rename(from: &Path, to: &Path) -> Result<()> {
 /// Serializes `value` as pretty JSON and writes it atomically. The JSON goes to the file as it
 /// is made, never whole into memory: a big room's mapping file is tens of megabytes.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T, secret: bool) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        create_dir_all(parent)?;
-    }
-    let tmp = tmp_path(path);
-    let mut out = std::io::BufWriter::new(create_file(&tmp, secret)?);
-    serde_json::to_writer_pretty(&mut out, value).map_err(|e| {
-        if e.is_io() {
-            Error::io("cannot write", &tmp, e.into())
-        } else {
-            Error::malformed(path.display().to_string(), e)
-        }
-    })?;
-    out.write_all(b"\n")
-        .map_err(|e| Error::io("cannot write", &tmp, e))?;
-    let f = out
-        .into_inner()
-        .map_err(|e| Error::io("cannot write", &tmp, e.into_error()))?;
-    f.sync_all()
-        .map_err(|e| Error::io("cannot sync", &tmp, e))?;
-    drop(f);
-    rename(&tmp, path)
+    write_atomic_with(path, secret, |out, tmp| {
+        serde_json::to_writer_pretty(&mut *out, value).map_err(|e| {
+            if e.is_io() {
+                Error::io("cannot write", tmp, e.into())
+            } else {
+                Error::malformed(path.display().to_string(), e)
+            }
+        })?;
+        out.write_all(b"\n")
+            .map_err(|e| Error::io("cannot write", tmp, e))
+    })
 }
 
 /// Reads and parses a JSON file.
