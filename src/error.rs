@@ -57,6 +57,10 @@ pub enum Error {
     #[error("Mattermost: {0}")]
     Mattermost(String),
 
+    /// Scratch space the work keeps outside the archive and the database (a temporary file).
+    #[error("temporary storage: {0}")]
+    Temporary(String),
+
     /// Anything in the archive that contradicts itself.
     #[error("archive {path}: {reason}")]
     Archive { path: PathBuf, reason: String },
@@ -105,6 +109,16 @@ impl Error {
         match self {
             Error::Api { status, .. } => Some(*status),
             _ => None,
+        }
+    }
+}
+
+impl From<crate::import::id_table::IdError> for Error {
+    fn from(e: crate::import::id_table::IdError) -> Self {
+        use crate::import::id_table::IdError;
+        match e {
+            IdError::TooLarge => Error::Config(e.to_string()),
+            IdError::Spill(_) => Error::Temporary(e.to_string()),
         }
     }
 }

@@ -439,20 +439,23 @@ fn mysql_forges_the_same_events_as_postgres() {
 #[test]
 fn reading_a_post_at_a_time_forges_the_same_events() {
     // Deleted posts redacted: a message and its redaction come in one page, and the message
-    // must still be stored pruned; reactions and edits wait for their time across pages.
+    // must still be stored pruned; reactions and edits wait for their time across pages. The
+    // paged run also keeps only 4 post ids of a room in memory, the rest on disk: threads,
+    // reactions, edits, deletions and pins must still find their targets.
     let (dsn, files) = (env("TM_MM_PG_URL"), env("TM_MM_FILES"));
-    let forge = |page_posts: &str| {
+    let forge = |page_posts: &str, ids_in_memory: &str| {
         let dir = tempfile::tempdir().unwrap();
         let (archive, key) = (dir.path().join("archive"), key_file(dir.path()));
         let mut args = pg_args(&["export", "all"], &dsn, &files, &archive);
         let key = key.to_str().unwrap();
         args.extend(["--deleted", "redact", "--page-posts", page_posts]);
+        args.extend(["--ids-in-memory", ids_in_memory]);
         args.extend(["--signing-key", key]);
         tm_ok(&args);
         (dir, Archive::open(&archive).unwrap())
     };
-    let (_whole_dir, whole) = forge("100000");
-    let (_paged_dir, paged) = forge("1");
+    let (_whole_dir, whole) = forge("100000", "100000");
+    let (_paged_dir, paged) = forge("1", "4");
     let rooms = whole.room_ids().unwrap();
     assert_eq!(rooms, paged.room_ids().unwrap());
     let mut events = 0;
@@ -462,6 +465,28 @@ fn reading_a_post_at_a_time_forges_the_same_events() {
         assert_eq!(ids, event_ids(&paged, &r), "events of {r}");
     }
     assert!(events > 100, "{events} events");
+    // The mapping files (post id → event id) too, byte for byte, from memory or from disk.
+    let mappings = |a: &Archive| -> BTreeMap<String, Vec<u8>> {
+        let dir = a.mapping_path("x").parent().unwrap().to_owned();
+        (std::fs::read_dir(dir).unwrap())
+            .map(|e| e.unwrap().path())
+            .map(|p| {
+                (
+                    p.display()
+                        .to_string()
+                        .rsplit('/')
+                        .next()
+                        .unwrap()
+                        .to_owned(),
+                    p,
+                )
+            })
+            .map(|(name, p)| (name, std::fs::read(p).unwrap()))
+            .collect()
+    };
+    let (m_whole, m_paged) = (mappings(&whole), mappings(&paged));
+    assert!(m_whole.len() > 10, "{:?}", m_whole.keys());
+    assert_eq!(m_whole, m_paged);
 }
 
 #[test]

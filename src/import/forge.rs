@@ -39,6 +39,8 @@ pub struct ForgeOptions {
     pub server_name: String,
     /// Room version of every new room (Conduit v0.10.12's default is 10).
     pub room_version: String,
+    /// Source ids (with their event ids) a room keeps in memory; older ones go to disk.
+    pub ids_in_memory: usize,
 }
 
 /// What a forge did.
@@ -321,6 +323,7 @@ impl Shared {
             users: &self.users,
             by_user_id: &self.by_user_id,
             server_name: &self.options.server_name,
+            ids_in_memory: self.options.ids_in_memory,
         };
         forge_room(
             &self.archive,
@@ -437,6 +440,7 @@ struct RoomCtx<'a> {
     /// Matrix user id → source key.
     by_user_id: &'a HashMap<String, String>,
     server_name: &'a str,
+    ids_in_memory: usize,
 }
 
 /// A room written into the archive.
@@ -581,7 +585,7 @@ impl<'a> RoomForge<'a> {
                 .as_ref()
                 .map(|a| format!("#{a}:{}", ctx.server_name)),
             joined: HashSet::default(),
-            ids: IdTable::default(),
+            ids: IdTable::with_window(ctx.ids_in_memory),
             thread_last: HashMap::default(),
             reactions: HashSet::default(),
             names: HashMap::default(),
@@ -810,13 +814,16 @@ impl<'a> RoomForge<'a> {
             } => {
                 self.ensure_joined(&sender, item.ts)?;
                 let mut content = fit(content.clone());
-                let root = thread.as_ref().and_then(|t| self.ids.find(t));
+                let root = match thread {
+                    Some(t) => self.ids.find(t)?,
+                    None => None,
+                };
                 if let Some(root) = root {
                     let last = *self.thread_last.get(&root).unwrap_or(&root);
                     content["m.relates_to"] = json!({
-                        "rel_type": "m.thread", "event_id": self.ids.event_id(root),
+                        "rel_type": "m.thread", "event_id": self.ids.event_id(root)?,
                         "is_falling_back": true,
-                        "m.in_reply_to": { "event_id": self.ids.event_id(last) },
+                        "m.in_reply_to": { "event_id": self.ids.event_id(last)? },
                     });
                 } else if let Some(t) = thread {
                     self.skipped.push(format!(
@@ -836,7 +843,7 @@ impl<'a> RoomForge<'a> {
                 Ok(())
             }
             Kind::Reaction { target, key } => {
-                let Some(target) = self.ids.find(target) else {
+                let Some(target) = self.ids.find(target)? else {
                     self.skipped.push(format!(
                         "reaction {key} by {sender}: message {target} is not in the room"
                     ));
@@ -848,13 +855,13 @@ impl<'a> RoomForge<'a> {
                 }
                 self.ensure_joined(&sender, item.ts)?;
                 let c = json!({ "m.relates_to": {
-                    "rel_type": "m.annotation", "event_id": self.ids.event_id(target),
+                    "rel_type": "m.annotation", "event_id": self.ids.event_id(target)?,
                     "key": key } });
                 self.send(&sender, "m.reaction", None, c, item.ts)?;
                 Ok(())
             }
             Kind::Edit { target, content } => {
-                let Some(target) = self.ids.find(target) else {
+                let Some(target) = self.ids.find(target)? else {
                     self.skipped
                         .push(format!("edit of {target}: the message is not in the room"));
                     return Ok(());
@@ -866,7 +873,7 @@ impl<'a> RoomForge<'a> {
                     "body": format!("* {}", new["body"].as_str().unwrap_or_default()),
                     "m.new_content": new.clone(),
                     "m.relates_to": { "rel_type": "m.replace",
-                        "event_id": self.ids.event_id(target) },
+                        "event_id": self.ids.event_id(target)? },
                 });
                 if let Some(html) = new["formatted_body"].as_str() {
                     c["format"] = json!("org.matrix.custom.html");
@@ -880,13 +887,14 @@ impl<'a> RoomForge<'a> {
             }
             Kind::Redaction { target } => {
                 self.to_redact.remove(target);
-                let Some(target) = self.ids.find(target) else {
+                let Some(target) = self.ids.find(target)? else {
                     return Ok(());
                 };
                 self.ensure_joined(&sender, item.ts)?;
                 let ts = self.next_ts(item.ts);
+                let target_id = self.ids.event_id(target)?;
                 let line = (self.b)
-                    .redact(&sender, self.ids.event_id(target), ts)
+                    .redact(&sender, &target_id, ts)
                     .map_err(|e| Error::Config(e.to_string()))?;
                 self.out.push_line(&line)?;
                 self.redacted.insert(target);
@@ -915,7 +923,7 @@ impl<'a> RoomForge<'a> {
 
     /// Keeps an event's id for the items that refer to it.
     fn record(&mut self, key: Option<&str>, event_id: &str) -> Result<Ref> {
-        (self.ids.insert(key, event_id)).map_err(|e| Error::Config(e.to_string()))
+        Ok(self.ids.insert(key, event_id)?)
     }
 
     /// The number of a sender or reaction key.
@@ -942,11 +950,13 @@ impl<'a> RoomForge<'a> {
     fn close(&mut self) -> Result<()> {
         let creator = self.creator.clone();
         let ts = self.last_ts;
-        let pinned: Vec<&str> = (self.pinned.iter())
-            .filter_map(|k| self.ids.find(k))
-            .filter(|r| !self.redacted.contains(r))
-            .map(|r| self.ids.event_id(r))
-            .collect();
+        let mut pinned = Vec::new();
+        for key in &self.pinned {
+            match self.ids.find(key)? {
+                Some(r) if !self.redacted.contains(&r) => pinned.push(self.ids.event_id(r)?),
+                _ => {}
+            }
+        }
         if !pinned.is_empty() {
             let c = json!({ "pinned": pinned });
             self.send(&creator, "m.room.pinned_events", Some(""), c, ts)?;

@@ -142,10 +142,15 @@ pub struct ForgeArgs {
     #[arg(long, default_value = "10")]
     pub room_version: String,
     /// Posts read from the database at a time in each channel: the memory a channel takes
-    /// follows this, not the channel's size.
-    #[arg(long, default_value_t = 5_000, value_name = "N",
+    /// follows this, not the channel's size (up to four pages of it are in memory at once).
+    #[arg(long, default_value_t = 1_000, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub page_posts: u32,
+    /// Post ids a room keeps in memory before older ones move to a temporary database on disk
+    /// (tests set it low to make rooms spill).
+    #[arg(long, hide = true, default_value_t = transition_matrix::import::id_table::WINDOW as u64,
+          value_parser = clap::value_parser!(u64).range(2..))]
+    pub ids_in_memory: u64,
 }
 
 #[derive(Debug, Args)]

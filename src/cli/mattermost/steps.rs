@@ -82,6 +82,7 @@ pub async fn run(
         options: ForgeOptions {
             server_name: a.server_name.clone(),
             room_version: a.room_version.clone(),
+            ids_in_memory: a.ids_in_memory as usize,
         },
         step,
     };
