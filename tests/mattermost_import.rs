@@ -819,15 +819,9 @@ fn test_mattermost_reports_each_step() {
     ] {
         assert!(stdout.contains(&want), "expected {want:?} in:\n{stdout}");
     }
-    let out = common::tm(
-        &[
-            "test",
-            "mattermost",
-            "--data-source",
-            "postgres://mmuser:wrong@127.0.0.1:15432/mattermost?sslmode=disable",
-        ],
-        &[],
-    );
+    let wrong = env("TM_MM_PG_URL").replacen(":mostest@", ":wrong@", 1);
+    assert!(wrong.contains(":wrong@"), "{wrong}");
+    let out = common::tm(&["test", "mattermost", "--data-source", &wrong], &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
