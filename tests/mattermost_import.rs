@@ -467,20 +467,9 @@ fn reading_a_post_at_a_time_forges_the_same_events() {
     assert!(events > 100, "{events} events");
     // The mapping files (post id → event id) too, byte for byte, from memory or from disk.
     let mappings = |a: &Archive| -> BTreeMap<String, Vec<u8>> {
-        let dir = a.mapping_path("x").parent().unwrap().to_owned();
-        (std::fs::read_dir(dir).unwrap())
-            .map(|e| e.unwrap().path())
-            .map(|p| {
-                (
-                    p.display()
-                        .to_string()
-                        .rsplit('/')
-                        .next()
-                        .unwrap()
-                        .to_owned(),
-                    p,
-                )
-            })
+        (std::fs::read_dir(a.root().join("mapping")).unwrap())
+            .map(|e| e.unwrap())
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
             .map(|(name, p)| (name, std::fs::read(p).unwrap()))
             .collect()
     };

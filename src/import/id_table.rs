@@ -180,10 +180,10 @@ impl Cold {
         Ok(Cold { db })
     }
 
+    /// `key = ?1` excludes NULL keys, so SQLite can use the partial index.
     fn find(&self, key: &str) -> Result<Option<u32>, IdError> {
-        let mut q = (self.db).prepare_cached(
-            "SELECT ref FROM ids WHERE key = ?1 AND key IS NOT NULL ORDER BY ref DESC LIMIT 1",
-        )?;
+        let mut q = (self.db)
+            .prepare_cached("SELECT ref FROM ids WHERE key = ?1 ORDER BY ref DESC LIMIT 1")?;
         Ok(q.query_row([key], |r| r.get(0)).optional()?)
     }
 
