@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::import::id_table::{IdTable, Ref};
 use crate::import::model::{Item, ItemKind as Kind, Page, Room, RoomKind, User};
 use crate::import::queue::TimeQueue;
+use crate::import::skips::Skips;
 use crate::matrix::forge::RoomBuilder;
 use crate::matrix::keys::ServerKey;
 use crate::matrix::signer::EventSigner;
@@ -234,7 +235,7 @@ impl<'a> Forger<'a> {
     pub fn finish(
         mut self,
         users: &[User],
-        skipped: &[crate::import::model::Skip],
+        skipped: &mut Skips,
         source: &str,
         version: &str,
     ) -> Result<ForgeSummary> {
@@ -287,12 +288,8 @@ impl<'a> Forger<'a> {
             })?;
             self.sum.users += 1;
         }
-        // Grouped by kind and source id: the same report however the rooms' work interleaved.
-        let mut skipped: Vec<&crate::import::model::Skip> = skipped.iter().collect();
-        skipped.sort_by(|a, b| (a.kind, &a.id).cmp(&(b.kind, &b.id)));
-        let report = archive.root().join("import-report.json");
-        fsutil::write_json(&report, &json!({ "skipped": skipped }), false)?;
-        self.sum.skipped += skipped.len() as u64;
+        skipped.write_report(&archive.root().join("import-report.json"))?;
+        self.sum.skipped += skipped.len();
         let source = manifest::Source {
             kind: source.to_owned(),
             version: version.to_owned(),

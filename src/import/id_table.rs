@@ -17,6 +17,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use rustc_hash::FxBuildHasher;
 use serde::ser::{Error as _, Serialize, SerializeMap, Serializer};
 
+use crate::import::scratch;
+
 /// An entry of an [`IdTable`]: a forged event (with or without a source key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ref(u32);
@@ -160,21 +162,15 @@ const LATEST: &str = "SELECT key, event_id FROM ids WHERE key IS NOT NULL \
                       AND ref = (SELECT MAX(ref) FROM ids AS later WHERE later.key = ids.key) \
                       ORDER BY ref";
 
-/// The entries that left memory: a private temporary SQLite database, which SQLite removes
-/// from the directory as soon as it creates it (nothing is left behind, even by a crash).
+/// The entries that left memory: a private temporary SQLite database ([`scratch::open`]).
 struct Cold {
     db: Connection,
 }
 
 impl Cold {
     fn open() -> Result<Self, IdError> {
-        // An empty name: a private temporary database on disk (SQLite's own temporary file).
-        let db = Connection::open("")?;
-        // Nothing here outlives the process, so nothing needs a journal or a sync; a small
-        // page cache keeps it out of memory (lookups reach the OS's file cache instead).
-        db.execute_batch(
-            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -2048;
-             CREATE TABLE ids (ref INTEGER PRIMARY KEY, key TEXT, event_id TEXT NOT NULL);
+        let db = scratch::open(
+            "CREATE TABLE ids (ref INTEGER PRIMARY KEY, key TEXT, event_id TEXT NOT NULL);
              CREATE INDEX ids_key ON ids (key) WHERE key IS NOT NULL;",
         )?;
         Ok(Cold { db })

@@ -6,4 +6,6 @@ pub mod forge;
 pub mod id_table;
 pub mod model;
 pub mod queue;
+pub mod scratch;
+pub mod skips;
 pub mod synapse;

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
+use crate::import::skips::Skips;
+
 /// Everything one source holds.
 #[derive(Debug, Default)]
 pub struct Workspace {
@@ -18,7 +20,7 @@ pub struct Workspace {
     pub rooms: Vec<Room>,
     pub media: Vec<Media>,
     /// Things left out, each with the reason (the import report).
-    pub skipped: Vec<Skip>,
+    pub skipped: Skips,
 }
 
 /// One user.

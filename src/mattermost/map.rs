@@ -476,6 +476,6 @@ mod tests {
             ]
         );
         assert_eq!(ws.skipped.len(), 1);
-        assert_eq!(ws.skipped[0].kind, "user-renamed");
+        assert_eq!(ws.skipped.recent()[0].kind, "user-renamed");
     }
 }

@@ -47,14 +47,10 @@ impl MattermostDb {
         sink: &mut impl PageSink,
     ) -> Result<Strays> {
         let c = checked_id(channel_id)?;
-        let mut reactions: HashMap<String, Vec<MmReaction>> = HashMap::new();
-        for r in self.channel_reactions(c).await? {
-            reactions.entry(r.post_id.clone()).or_default().push(r);
-        }
-        let mut files: HashMap<String, Vec<MmFile>> = HashMap::new();
-        for f in self.channel_files(c).await? {
-            files.entry(f.post_id.clone()).or_default().push(f);
-        }
+        let reactions = &mut HashMap::new();
+        self.channel_reactions(c, reactions).await?;
+        let files = &mut HashMap::new();
+        self.channel_files(c, files).await?;
         let sql = format!(
             "SELECT {} FROM Posts WHERE ChannelId = '{c}' ORDER BY CreateAt, Id",
             self.post_columns().join(", ")
@@ -66,12 +62,12 @@ impl MattermostDb {
             let cut = pager.page.posts.len() >= page_posts
                 && pager.page.posts.last().map(|p| p.create_at) != Some(post.create_at);
             if cut {
-                sink.page(pager.take(&mut reactions, &mut files)).await?;
+                sink.page(pager.take(reactions, files)).await?;
             }
             pager.add(post);
         }
         if !pager.page.posts.is_empty() {
-            sink.page(pager.take(&mut reactions, &mut files)).await?;
+            sink.page(pager.take(reactions, files)).await?;
         }
         let history = pager.waiting.into_values().flatten();
         Ok(Strays {
@@ -89,7 +85,12 @@ impl MattermostDb {
         }
     }
 
-    async fn channel_reactions(&self, c: &str) -> Result<Vec<MmReaction>> {
+    /// Channel `c`'s reactions, by post.
+    async fn channel_reactions(
+        &self,
+        c: &str,
+        out: &mut HashMap<String, Vec<MmReaction>>,
+    ) -> Result<()> {
         let t = "Reactions";
         let cols = [
             self.s(t, "PostId"),
@@ -102,11 +103,16 @@ impl MattermostDb {
             "WHERE {} ORDER BY CreateAt, PostId, UserId",
             self.in_channel(t, c)
         );
-        let rows = self.select(t, &cols, &rest).await?;
-        rows.iter().map(reaction_row).collect()
+        self.select_each(t, &cols, &rest, |row| {
+            let r = reaction_row(row)?;
+            out.entry(r.post_id.clone()).or_default().push(r);
+            Ok(())
+        })
+        .await
     }
 
-    async fn channel_files(&self, c: &str) -> Result<Vec<MmFile>> {
+    /// Channel `c`'s files, by post.
+    async fn channel_files(&self, c: &str, out: &mut HashMap<String, Vec<MmFile>>) -> Result<()> {
         let t = "FileInfo";
         let text_cols = [
             "Id",
@@ -122,8 +128,12 @@ impl MattermostDb {
             .chain(int_cols.iter().map(|c| self.i(t, c)))
             .collect();
         let rest = format!("WHERE {} ORDER BY CreateAt, Id", self.in_channel(t, c));
-        let rows = self.select(t, &cols, &rest).await?;
-        rows.iter().map(file_row).collect()
+        self.select_each(t, &cols, &rest, |row| {
+            let f = file_row(row)?;
+            out.entry(f.post_id.clone()).or_default().push(f);
+            Ok(())
+        })
+        .await
     }
 
     /// Every channel's name and header changes (posts of those system types, by channel, in

@@ -143,7 +143,7 @@ fn record(forger: &mut Forger, mapper: &mut Mapper, done: ChannelDone) -> Result
     for m in &done.media {
         forger.media(m)?;
     }
-    mapper.ws.skipped.extend(done.skipped);
+    mapper.ws.skipped.append(done.skipped)?;
     forger.record(&done.room, done.forged)?;
     Ok(())
 }
@@ -235,7 +235,7 @@ impl Run<'_> {
         let files = a.archive.join("mattermost-files");
         eprintln!("reading the bulk export {} …", zip.display());
         let snap = export::read(zip, &files)?;
-        let ws = workspace(&snap, &map_options(a, Some(files))?);
+        let mut ws = workspace(&snap, &map_options(a, Some(files))?);
         let mut forger = Forger::new(&ws.users, self.key, archive, &self.options)?;
         let (spaces, channels): (Vec<&Room>, Vec<&Room>) =
             ws.rooms.iter().partition(|r| r.kind == RoomKind::Space);
@@ -259,7 +259,7 @@ impl Run<'_> {
             bar.inc(1);
         }
         bar.finish();
-        let sum = forger.finish(&ws.users, &ws.skipped, &ws.source, &ws.source_version)?;
+        let sum = forger.finish(&ws.users, &mut ws.skipped, &ws.source, &ws.source_version)?;
         messages_done(archive, &sum)?;
         Ok(Some(sum))
     }
@@ -367,7 +367,7 @@ impl Run<'_> {
         bar.finish();
         let sum = forger.finish(
             &mapper.ws.users,
-            &mapper.ws.skipped,
+            &mut mapper.ws.skipped,
             "mattermost",
             &meta.version,
         )?;

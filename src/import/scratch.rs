@@ -1,0 +1,18 @@
+//! Private temporary SQLite databases: where the import keeps what would otherwise grow with
+//! the workspace in memory (older event ids of a room, the report's list of items left out).
+
+use rusqlite::Connection;
+
+/// Opens a private temporary database on disk and creates `schema` in it. An empty name makes
+/// it SQLite's own temporary file, removed from the directory as soon as it is created, so
+/// nothing is left behind, even by a crash. Nothing in it outlives the process, so it has no
+/// journal and no syncs; a small page cache keeps it out of memory (reads reach the OS's file
+/// cache instead). Its directory: `SQLITE_TMPDIR`, `TMPDIR`, else `/var/tmp` or `/tmp`.
+pub fn open(schema: &str) -> rusqlite::Result<Connection> {
+    let db = Connection::open("")?;
+    db.execute_batch(
+        "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -2048;",
+    )?;
+    db.execute_batch(schema)?;
+    Ok(db)
+}
