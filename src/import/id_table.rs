@@ -138,10 +138,7 @@ impl Serialize for IdTable {
             let mut latest = (cold.db.prepare_cached(LATEST)).map_err(S::Error::custom)?;
             let mut rows = latest.query([]).map_err(S::Error::custom)?;
             while let Some(row) = rows.next().map_err(S::Error::custom)? {
-                let text = |i: usize| -> Result<&str, S::Error> {
-                    let v = row.get_ref(i).map_err(S::Error::custom)?;
-                    v.as_str().map_err(S::Error::custom)
-                };
+                let text = |i| scratch::text::<S::Error>(row, i);
                 let (key, event_id) = (text(0)?, text(1)?);
                 // Recorded again since, in memory: written with the later entries.
                 if self.hot.find(key).is_none() {

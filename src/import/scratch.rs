@@ -1,7 +1,7 @@
 //! Private temporary SQLite databases: where the import keeps what would otherwise grow with
 //! the workspace in memory (older event ids of a room, the report's list of items left out).
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Row};
 
 /// Opens a private temporary database on disk and creates `schema` in it. An empty name makes
 /// it SQLite's own temporary file, removed from the directory as soon as it is created, so
@@ -15,4 +15,10 @@ pub fn open(schema: &str) -> rusqlite::Result<Connection> {
     )?;
     db.execute_batch(schema)?;
     Ok(db)
+}
+
+/// Text column `i` of `row`, for a `Serialize` that writes rows as they are read.
+pub fn text<'r, E: serde::ser::Error>(row: &'r Row<'_>, i: usize) -> Result<&'r str, E> {
+    let v = row.get_ref(i).map_err(E::custom)?;
+    v.as_str().map_err(E::custom)
 }

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use rusqlite::{params, Connection};
-use serde::ser::{Error as _, Serialize, SerializeSeq, SerializeStruct, Serializer};
+use serde::ser::{Error as _, Serialize, SerializeSeq, Serializer};
 
 use crate::archive::fsutil;
 use crate::error::{Error, Result};
@@ -84,7 +84,13 @@ impl Skips {
             self.recent
                 .sort_by(|a, b| (a.kind, &a.id, &a.reason).cmp(&(b.kind, &b.id, &b.reason)));
         }
-        fsutil::write_json(path, &Report { skipped: self }, false)
+        fsutil::write_json(
+            path,
+            &Report {
+                skipped: Lines(self),
+            },
+            false,
+        )
     }
 
     fn spill(&mut self) -> rusqlite::Result<()> {
@@ -137,16 +143,9 @@ impl Disk {
     }
 }
 
+#[derive(serde::Serialize)]
 struct Report<'a> {
-    skipped: &'a Skips,
-}
-
-impl Serialize for Report<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        let mut report = s.serialize_struct("Report", 1)?;
-        report.serialize_field("skipped", &Lines(self.skipped))?;
-        report.end()
-    }
+    skipped: Lines<'a>,
 }
 
 /// The lines in report order: from disk once any went there ([`Skips::write_report`] moves
@@ -166,10 +165,7 @@ impl Serialize for Lines<'_> {
                 let mut sorted = (disk.db.prepare(SORTED)).map_err(S::Error::custom)?;
                 let mut rows = sorted.query([]).map_err(S::Error::custom)?;
                 while let Some(row) = rows.next().map_err(S::Error::custom)? {
-                    let text = |i: usize| -> std::result::Result<&str, S::Error> {
-                        let v = row.get_ref(i).map_err(S::Error::custom)?;
-                        v.as_str().map_err(S::Error::custom)
-                    };
+                    let text = |i| scratch::text::<S::Error>(row, i);
                     seq.serialize_element(&Line {
                         kind: text(0)?,
                         id: text(1)?,

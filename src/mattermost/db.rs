@@ -237,16 +237,21 @@ impl MattermostDb {
         }
     }
 
+    /// `SELECT cols FROM table rest`, or `None` when the schema has no such table.
+    fn select_sql(&self, table: &str, cols: &[String], rest: &str) -> Option<String> {
+        let exists = self.columns.iter().any(|(t, _)| *t == table.to_lowercase());
+        exists.then(|| format!("SELECT {} FROM {table} {rest}", cols.join(", ")))
+    }
+
     pub(super) async fn select(
         &self,
         table: &str,
         cols: &[String],
         rest: &str,
     ) -> Result<Vec<AnyRow>> {
-        if !self.columns.iter().any(|(t, _)| *t == table.to_lowercase()) {
+        let Some(sql) = self.select_sql(table, cols, rest) else {
             return Ok(Vec::new());
-        }
-        let sql = format!("SELECT {} FROM {table} {rest}", cols.join(", "));
+        };
         sqlx::query(&sql)
             .fetch_all(&self.pool)
             .await
@@ -263,10 +268,9 @@ impl MattermostDb {
         rest: &str,
         mut each: impl FnMut(&AnyRow) -> Result<()>,
     ) -> Result<()> {
-        if !self.columns.iter().any(|(t, _)| *t == table.to_lowercase()) {
+        let Some(sql) = self.select_sql(table, cols, rest) else {
             return Ok(());
-        }
-        let sql = format!("SELECT {} FROM {table} {rest}", cols.join(", "));
+        };
         let mut rows = sqlx::query(&sql).fetch(&self.pool);
         while let Some(row) = rows.next().await {
             each(&row.map_err(db_err(table))?)?;
