@@ -6,12 +6,13 @@ use rusqlite::{Connection, Row};
 /// Opens a private temporary database on disk and creates `schema` in it. An empty name makes
 /// it SQLite's own temporary file, removed from the directory as soon as it is created, so
 /// nothing is left behind, even by a crash. Nothing in it outlives the process, so it has no
-/// journal and no syncs; a small page cache keeps it out of memory (reads reach the OS's file
-/// cache instead). Its directory: `SQLITE_TMPDIR`, `TMPDIR`, else `/var/tmp` or `/tmp`.
+/// journal and no syncs; a small page cache (256 KiB) keeps it out of memory (reads reach the
+/// OS's file cache instead): at 2 MiB, the two biggest channels' caches were ~4 MiB of a
+/// 10^6-post import's peak, and the spills were no faster. Its directory: `SQLITE_TMPDIR`, `TMPDIR`, else `/var/tmp` or `/tmp`.
 pub fn open(schema: &str) -> rusqlite::Result<Connection> {
     let db = Connection::open("")?;
     db.execute_batch(
-        "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -2048;",
+        "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -256;",
     )?;
     db.execute_batch(schema)?;
     Ok(db)
