@@ -9,23 +9,22 @@ use cli::{Cli, Command};
 use transition_matrix::config::Config;
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// mimalloc v3's `mi_option_purge_delay`. libmimalloc-sys 0.1.49 names the options around it
-/// but not this one; in mimalloc.h it is the entry before `mi_option_use_numa_nodes` (a test
-/// checks its default, 1000 ms, which no neighbour has).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t =
-    libmimalloc_sys::mi_option_use_numa_nodes - 1;
-
-/// How long freed memory stays resident before mimalloc returns it (ms). Its default, 1 s,
-/// kept ~70 MiB of a bulk import's freed buffers resident at any time (peak RSS of a 10^6-post
-/// import 484–494 → 415–430 MiB at 10 ms, mimalloc v2's default; 0 gave 394–405 MiB for twice
-/// the system CPU). See BENCHMARKS.md, "Mattermost import: peak memory".
-const PURGE_DELAY_MS: std::ffi::c_long = 10;
+/// jemalloc's options, which it reads at its first allocation (the symbol is its `malloc_conf`
+/// under tikv-jemalloc-sys's `_rjem_` prefix). A bulk import frees buffers (commit batches,
+/// pages, JSON) by the hundred MiB a second; by default jemalloc returns freed pages to the
+/// system over 10 s and only when a thread next allocates. Over 1 s, from a background thread,
+/// the peak RSS of a 250k-post import was 228 MiB instead of 244–255 (mimalloc: 267), of a
+/// 10^6-post import 250 instead of 269–275 (mimalloc: 308), for no more CPU. See BENCHMARKS.md,
+/// "Mattermost import: peak memory".
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+static malloc_conf: Option<&'static std::ffi::c_char> =
+    // SAFETY: a pointer to the first byte of a static NUL-terminated string, as C's `const char *`.
+    Some(unsafe { &*c"background_thread:true,dirty_decay_ms:1000".as_ptr() });
 
 fn main() {
-    // SAFETY: sets a tuning option; mimalloc reads it when it next schedules a purge.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
     let cli = Cli::parse();
     let level = match cli.global.verbose {
         0 => "info",
@@ -88,15 +87,27 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    /// jemalloc option `name` as type `T`.
+    fn option<T: Default>(name: &std::ffi::CStr) -> T {
+        let mut value = T::default();
+        let mut len = std::mem::size_of::<T>();
+        // SAFETY: `value` is a `T` of `len` bytes, the size jemalloc writes for these options.
+        let r = unsafe {
+            tikv_jemalloc_sys::mallctl(
+                name.as_ptr(),
+                (&mut value as *mut T).cast(),
+                &mut len,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        assert_eq!(r, 0, "mallctl {name:?}");
+        value
+    }
 
     #[test]
-    fn the_purge_delay_option_is_the_one_with_its_default() {
-        // SAFETY: reads an option.
-        let got = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
-        assert_eq!(
-            got, 1000,
-            "option {MI_OPTION_PURGE_DELAY} is not the purge delay"
-        );
+    fn jemalloc_runs_with_our_options() {
+        assert!(option::<bool>(c"opt.background_thread"));
+        assert_eq!(option::<isize>(c"opt.dirty_decay_ms"), 1000);
     }
 }
