@@ -8,7 +8,8 @@ use rusqlite::{Connection, Row};
 /// nothing is left behind, even by a crash. Nothing in it outlives the process, so it has no
 /// journal and no syncs; a small page cache (256 KiB) keeps it out of memory (reads reach the
 /// OS's file cache instead): at 2 MiB, the two biggest channels' caches were ~4 MiB of a
-/// 10^6-post import's peak, and the spills were no faster. Its directory: `SQLITE_TMPDIR`, `TMPDIR`, else `/var/tmp` or `/tmp`.
+/// 10^6-post import's peak, and the spills were no faster. Its directory: `SQLITE_TMPDIR`,
+/// `TMPDIR`, else `/var/tmp` or `/tmp`.
 pub fn open(schema: &str) -> rusqlite::Result<Connection> {
     let db = Connection::open("")?;
     db.execute_batch(
