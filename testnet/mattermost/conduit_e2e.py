@@ -232,6 +232,19 @@ def main():
         check(f"post {edit['id']}: every version, each at its time",
               bodies == edit["versions"] and times == edit["times"], bodies)
 
+    # Deleted posts: left out (`--deleted omit`) or served redacted (`--deleted redact`), never
+    # with their text.
+    deleted = psql(a.pg_url, "SELECT id, channelid FROM posts WHERE deleteat > 0 AND originalid = ''")
+    shown = []
+    for pid, cid in deleted:
+        if pid in post_event and member_of.get(cid):
+            e = member_of[cid].get(f"/_matrix/client/v3/rooms/{q(rooms[cid])}/event/{q(post_event[pid])}")
+            if e.get("content") or not e.get("unsigned", {}).get("redacted_because"):
+                shown.append(pid)
+    redacted = sum(pid in post_event for pid, _ in deleted)
+    check(f"{len(deleted)} deleted posts: {redacted} served redacted, the rest left out", deleted and not shown,
+          shown[:3])
+
     # Files: an m.image/m.file event per live file, its bytes the file store's.
     file_events = {}
     for tl in timelines.values():
