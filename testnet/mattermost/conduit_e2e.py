@@ -172,6 +172,8 @@ def main():
     member_of = {}
     for ch in fixture["channels"] + fixture["direct"]:
         member_of[ch["id"]] = next((Client(a.conduit, tokens[n]) for n in ch["members"] if n in tokens), None)
+    unread = [cid for cid, c in member_of.items() if c is None]
+    check(f"all {len(member_of)} channels have a member who can log in to read them", not unread, unread)
     timelines = {}
     for cid, c in member_of.items():
         if c is None:
