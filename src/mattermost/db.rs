@@ -6,7 +6,7 @@
 //! casts) come from [`Dialect`]. Columns an older schema lacks are read as their default, so
 //! older installs import too (mattermost.md §2).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use futures::StreamExt;
@@ -300,6 +300,25 @@ impl MattermostDb {
         Ok(rows.first().map(|r| int(r, "n")).transpose()?.unwrap_or(0))
     }
 
+    /// Moves each channel's start back to its first post where that is older. Mattermost's own
+    /// bulk import (and so every Slack move through mmetl) creates channels at import time and
+    /// keeps the posts' times; a room begun at the channel's time would put every older post at
+    /// that time, as a timeline cannot go back.
+    async fn start_channels_at_first_post(&self, channels: &mut [MmChannel]) -> Result<()> {
+        let first = format!("{} AS firstat", self.dialect.int("MIN(CreateAt)"));
+        let cols = [self.s("Posts", "ChannelId"), first];
+        let mut firsts = HashMap::new();
+        for r in self.select("Posts", &cols, "GROUP BY ChannelId").await? {
+            firsts.insert(text(&r, "channelid")?, int(&r, "firstat")?);
+        }
+        for c in channels {
+            if let Some(&first) = firsts.get(&c.id) {
+                c.create_at = c.create_at.min(first);
+            }
+        }
+        Ok(())
+    }
+
     /// Reads everything the import needs except posts, reactions and files (those come per
     /// channel from [`MattermostDb::channel_pages`]).
     pub async fn snapshot(&self) -> Result<Snapshot> {
@@ -421,6 +440,8 @@ impl MattermostDb {
                 msg_count: int(&r, "totalmsgcount")?,
             });
         }
+        self.start_channels_at_first_post(&mut snap.channels)
+            .await?;
         let t = "ChannelMembers";
         let cols = [
             self.s(t, "ChannelId"),

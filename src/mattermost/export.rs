@@ -307,6 +307,22 @@ impl Reader {
         self.snap
             .posts
             .sort_by(|a, b| (a.create_at, &a.id).cmp(&(b.create_at, &b.id)));
+        // An export carries no channel times: a room begins with its first post, not in 1970.
+        let mut firsts: HashMap<String, i64> = HashMap::new();
+        for p in &self.snap.posts {
+            if !firsts.contains_key(&p.channel_id) {
+                firsts.insert(p.channel_id.clone(), p.create_at);
+            }
+        }
+        for c in &mut self.snap.channels {
+            if let Some(&f) = firsts.get(&c.id) {
+                c.create_at = if c.create_at > 0 {
+                    c.create_at.min(f)
+                } else {
+                    f
+                };
+            }
+        }
         self.snap
     }
 }

@@ -401,7 +401,9 @@ impl Mapper {
             name,
             topic,
             alias,
-            created_ts: c.create_at,
+            // Mattermost may record a member's join before the channel's creation (a
+            // channel made by its bulk import): the room begins before its first event.
+            created_ts: hist.iter().map(|h| h.join_time).fold(c.create_at, i64::min),
             creator,
             moderators: members
                 .iter()
