@@ -864,21 +864,7 @@ impl<'a> RoomForge<'a> {
                     return Ok(());
                 };
                 self.ensure_joined(&sender, item.ts)?;
-                let new = fit(content.clone());
-                let mut c = json!({
-                    "msgtype": new["msgtype"].clone(),
-                    "body": format!("* {}", new["body"].as_str().unwrap_or_default()),
-                    "m.new_content": new.clone(),
-                    "m.relates_to": { "rel_type": "m.replace",
-                        "event_id": self.ids.event_id(target)? },
-                });
-                if let Some(html) = new["formatted_body"].as_str() {
-                    c["format"] = json!("org.matrix.custom.html");
-                    c["formatted_body"] = json!(format!("* {html}"));
-                }
-                if let Some(m) = new.get("m.mentions") {
-                    c["m.mentions"] = m.clone();
-                }
+                let c = edit_content(content.clone(), &self.ids.event_id(target)?);
                 self.send(&sender, "m.room.message", None, c, item.ts)?;
                 Ok(())
             }
@@ -983,26 +969,90 @@ impl<'a> RoomForge<'a> {
     }
 }
 
+/// The length of a value's JSON.
+fn json_len(v: &Value) -> usize {
+    serde_json::to_vec(v).map_or(usize::MAX, |v| v.len())
+}
+
 /// Keeps content under the PDU size limit: first without its HTML, then with the text cut.
-fn fit(mut content: Value) -> Value {
-    let size = |c: &Value| serde_json::to_vec(c).map(|v| v.len()).unwrap_or(usize::MAX);
-    if size(&content) <= MAX_CONTENT {
+fn fit(content: Value) -> Value {
+    fit_within(content, MAX_CONTENT)
+}
+
+/// [`fit`] to `limit` bytes of JSON.
+fn fit_within(mut content: Value, limit: usize) -> Value {
+    if json_len(&content) <= limit {
         return content;
     }
     if let Some(obj) = content.as_object_mut() {
         obj.remove("formatted_body");
         obj.remove("format");
     }
-    if size(&content) > MAX_CONTENT {
-        let body = content["body"].as_str().unwrap_or_default();
-        let mut cut = MAX_CONTENT.saturating_sub(2000).min(body.len());
-        while !body.is_char_boundary(cut) {
-            cut -= 1;
+    let Some(body) = content["body"].as_str().map(str::to_owned) else {
+        return content;
+    };
+    // Cut until it fits, in proportion: escapes make a text's JSON up to six times its length,
+    // so cutting by the excess in bytes could take nearly all of it.
+    let mut keep = body.len();
+    let mut len = json_len(&content);
+    while len > limit && keep > 0 {
+        keep = (keep as u128 * limit as u128 / len as u128) as usize;
+        keep = keep.saturating_sub(16);
+        while !body.is_char_boundary(keep) {
+            keep -= 1;
         }
-        let short = format!("{} […]", &body[..cut]);
-        content["body"] = json!(short);
+        content["body"] = json!(format!("{} […]", &body[..keep]));
+        len = json_len(&content);
     }
     content
+}
+
+/// An `m.replace` edit's content under the size limit: the edit carries its text twice (the
+/// fallback `* …` and `m.new_content`), its HTML too, so each part fitting alone is not enough.
+/// What gives way, in order: the fallback's HTML, then the fallback's text (clients that know
+/// edits show `m.new_content`), then the new content itself.
+fn edit_content(new: Value, target_event_id: &str) -> Value {
+    /// How much of the new text a cut fallback keeps.
+    const FALLBACK_TEXT: usize = 1000;
+    let new = fit(new);
+    let body = new["body"].as_str().unwrap_or_default().to_owned();
+    let build = |new: &Value, html: bool, body: &str| {
+        let mut c = json!({
+            "msgtype": new["msgtype"].clone(),
+            "body": format!("* {body}"),
+            "m.new_content": new.clone(),
+            "m.relates_to": { "rel_type": "m.replace", "event_id": target_event_id },
+        });
+        if let Some(h) = new["formatted_body"].as_str().filter(|_| html) {
+            c["format"] = json!("org.matrix.custom.html");
+            c["formatted_body"] = json!(format!("* {h}"));
+        }
+        if let Some(m) = new.get("m.mentions") {
+            c["m.mentions"] = m.clone();
+        }
+        c
+    };
+    let mut cut = FALLBACK_TEXT.min(body.len());
+    while !body.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let short = if cut < body.len() {
+        format!("{} […]", &body[..cut])
+    } else {
+        body.clone()
+    };
+    for c in [build(&new, true, &body), build(&new, false, &body)] {
+        if json_len(&c) <= MAX_CONTENT {
+            return c;
+        }
+    }
+    let c = build(&new, false, &short);
+    let over = json_len(&c).saturating_sub(MAX_CONTENT);
+    if over == 0 {
+        return c;
+    }
+    let new = fit_within(new.clone(), json_len(&new).saturating_sub(over));
+    build(&new, false, &short)
 }
 
 /// A fresh server key for a server that has none yet (a new Conduit).
@@ -1021,4 +1071,89 @@ pub(crate) fn getrandom(buf: &mut [u8]) -> Result<()> {
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(buf))
         .map_err(|e| Error::io("cannot read", "/dev/urandom", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(body: &str, html: Option<&str>) -> Value {
+        let mut c = json!({ "msgtype": "m.text", "body": body, "m.mentions": {} });
+        if let Some(h) = html {
+            c["format"] = json!("org.matrix.custom.html");
+            c["formatted_body"] = json!(h);
+        }
+        c
+    }
+
+    #[test]
+    fn content_under_the_limit_is_kept_as_it_is() {
+        let c = message("hello", Some("<b>hello</b>"));
+        assert_eq!(fit(c.clone()), c);
+    }
+
+    #[test]
+    fn text_whose_json_is_six_times_longer_is_cut_until_it_fits() {
+        // A control character is one byte of text and six of JSON (\u0001).
+        let body = "\u{1}".repeat(50_000);
+        let c = fit(message(&body, None));
+        assert!(json_len(&c) <= MAX_CONTENT, "{} bytes", json_len(&c));
+        let cut = c["body"].as_str().unwrap();
+        assert!(
+            cut.ends_with(" […]") && cut.len() > 9_000,
+            "{} bytes kept",
+            cut.len()
+        );
+    }
+
+    #[test]
+    fn an_edit_of_the_longest_post_fits_and_keeps_its_new_text() {
+        // A post as long as Mattermost allows (16,383 characters), with HTML as long: alone it
+        // fits, but an edit carries it twice with its HTML and was over the limit.
+        let body = "ab".repeat(8_000) + "\"";
+        let html = format!("<p>{}</p>", "<b>x</b>y".repeat(4_000));
+        let new = message(&body, Some(&html));
+        assert!(json_len(&new) <= MAX_CONTENT);
+        let c = edit_content(new, "$target");
+        assert!(json_len(&c) <= MAX_CONTENT, "{} bytes", json_len(&c));
+        assert_eq!(
+            c["m.new_content"]["body"],
+            body.as_str(),
+            "the new text whole"
+        );
+        assert_eq!(c["m.relates_to"]["rel_type"], "m.replace");
+        assert_eq!(c["m.relates_to"]["event_id"], "$target");
+        assert!(c["body"].as_str().unwrap().starts_with("* ab"));
+    }
+
+    #[test]
+    fn an_edit_at_the_limit_gives_way_fallback_first_then_new_content() {
+        let body = "é".repeat(29_000);
+        let c = edit_content(message(&body, Some(&format!("<i>{body}</i>"))), "$t");
+        assert!(json_len(&c) <= MAX_CONTENT, "{} bytes", json_len(&c));
+        assert!(
+            c.get("formatted_body").is_none(),
+            "the fallback's HTML went first"
+        );
+        let fallback = c["body"].as_str().unwrap();
+        assert!(
+            fallback.ends_with(" […]") && fallback.len() < 1_100,
+            "{fallback:.20}"
+        );
+        let new = c["m.new_content"]["body"].as_str().unwrap();
+        assert!(
+            new.len() > 50_000,
+            "the new text keeps most: {} bytes",
+            new.len()
+        );
+    }
+
+    #[test]
+    fn a_short_edit_has_the_whole_fallback_with_html() {
+        let c = edit_content(message("new", Some("<b>new</b>")), "$t");
+        assert_eq!(c["body"], "* new");
+        assert_eq!(c["formatted_body"], "* <b>new</b>");
+        assert_eq!(c["m.new_content"]["formatted_body"], "<b>new</b>");
+        assert_eq!(c["m.mentions"], json!({}));
+    }
 }
