@@ -325,6 +325,31 @@ fn postgres_import_verifies_and_reads_back_as_the_fixture() {
                 "archived is read-only"
             );
         }
+        // Who may enter: the channel's own rule, which only moderators may change (members may
+        // rename a channel and change its topic, as in Mattermost, but not open it).
+        let rules = &state[&("m.room.join_rules".to_owned(), String::new())];
+        let want = if c["type"] == "O" { "public" } else { "invite" };
+        let rule = &by_id[rules.as_str()]["content"]["join_rule"];
+        assert_eq!(rule, want, "join rule of {}", c["name"]);
+        let pl = &state[&("m.room.power_levels".to_owned(), String::new())];
+        let pl = &by_id[pl.as_str()]["content"];
+        let member = pl["users_default"].as_i64().unwrap();
+        for kind in [
+            "m.room.join_rules",
+            "m.room.guest_access",
+            "m.room.history_visibility",
+            "m.room.power_levels",
+            "m.space.parent",
+        ] {
+            let needed = pl["events"][kind]
+                .as_i64()
+                .unwrap_or_else(|| pl["state_default"].as_i64().unwrap());
+            assert!(
+                needed > member,
+                "any member may send {kind} in {}",
+                c["name"]
+            );
+        }
     }
     assert!(threads_checked >= 5, "threads checked: {threads_checked}");
     assert!(reactions_seen >= 8, "reactions seen: {reactions_seen}");

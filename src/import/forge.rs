@@ -753,10 +753,13 @@ impl<'a> RoomForge<'a> {
             "users": users, "users_default": 0, "events_default": level,
             "state_default": if self.room.kind == RoomKind::Space { 50 } else { level },
             "invite": 0, "kick": 50, "ban": 50, "redact": 50,
+            // Members may rename a channel and change its topic or pins, as in Mattermost
+            // (`state_default` 0); who may enter and read it is for moderators alone.
             "events": {
                 "m.room.power_levels": 100, "m.room.history_visibility": 100,
                 "m.room.tombstone": 100, "m.room.server_acl": 100, "m.room.encryption": 100,
-                "m.room.canonical_alias": 50, "m.space.child": 50,
+                "m.room.join_rules": 50, "m.room.guest_access": 50,
+                "m.room.canonical_alias": 50, "m.space.child": 50, "m.space.parent": 50,
             },
         })
     }
