@@ -770,6 +770,31 @@ fn bad_sources_give_clear_errors() {
         );
         assert!(!archive.join("manifest.json").exists());
     }
+
+    // A database that lists files, and no store to take them from: the import stops before it
+    // forges anything, unless told to leave the files out, and then it reports each one.
+    let dsn = env("TM_MM_PG_URL");
+    let mut args = base.to_vec();
+    args.extend(["--data-source", dsn.as_str()]);
+    let out = common::tm(&args, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no file store is known") && stderr.contains("--no-files"),
+        "{stderr}"
+    );
+    assert!(!archive.join("manifest.json").exists());
+    assert!(!archive.join("rooms").exists(), "nothing forged");
+    args.push("--no-files");
+    tm_ok(&args);
+    let report = std::fs::read_to_string(archive.join("import-report.json")).unwrap();
+    let left_out = report.matches("is not in the file store").count();
+    // At least the files of the live posts the full import checks (4), the offsite photo one.
+    assert!(
+        left_out >= 4,
+        "{left_out} files reported left out: {report}"
+    );
+    assert!(report.contains("offsite.png"), "{report}");
 }
 
 #[test]

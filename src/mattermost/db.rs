@@ -292,6 +292,11 @@ impl MattermostDb {
         Ok(out)
     }
 
+    /// How many files the database lists (`FileInfo` rows, deleted ones too).
+    pub async fn file_count(&self) -> Result<i64> {
+        self.count("FileInfo", "").await
+    }
+
     /// How many rows of `table` match `rest` (a `WHERE` clause, or nothing); 0 when the schema
     /// has no such table.
     async fn count(&self, table: &str, rest: &str) -> Result<i64> {

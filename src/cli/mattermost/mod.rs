@@ -83,6 +83,10 @@ pub struct SourceArgs {
     /// The file store (`FileSettings.Directory`; overrides config.json).
     #[arg(long, value_name = "DIR")]
     pub files: Option<PathBuf>,
+    /// Import without the file store: attachments, avatars and custom emoji are left out (and
+    /// reported). Without it, an import whose database lists files but has no store stops.
+    #[arg(long, conflicts_with = "files")]
+    pub no_files: bool,
     /// Reach the Mattermost host over SSH (`user@host[:port]`): --mattermost-config and --files
     /// are paths there, the database is reached through a port forward.
     #[arg(long, value_name = "USER@HOST[:PORT]")]

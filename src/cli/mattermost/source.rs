@@ -273,7 +273,23 @@ pub async fn diagnose(a: &SourceArgs) -> bool {
                 ok = false;
             }
         },
-        None => println!("· no file store given (--files): files and avatars will be left out"),
+        None if a.no_files => {
+            println!("· --no-files: files, avatars and custom emoji will be left out")
+        }
+        None => match db.file_count().await {
+            Ok(0) => println!("· no file store given (--files); the database lists no files"),
+            Ok(n) => {
+                println!(
+                    "✗ no file store given, and the database lists {n} files: pass --files DIR, \
+                     or --no-files to import without them"
+                );
+                ok = false;
+            }
+            Err(e) => {
+                println!("✗ counting files: {e}");
+                ok = false;
+            }
+        },
     }
     ok
 }

@@ -295,6 +295,19 @@ impl Run<'_> {
             meta.teams.len(),
             meta.channels.len()
         );
+        if src.files.is_none() && !a.source.no_files {
+            // Without a store every file would be left out, reported one by one but imported
+            // nowhere: a choice to make, not a default to find out about afterwards.
+            let pictures = meta.users.iter().filter(|u| u.picture.is_some()).count();
+            let listed = db.file_count().await? as usize + pictures + meta.emoji.len();
+            if listed > 0 {
+                bail!(
+                    "the database lists {listed} files, avatars and custom emoji, but no file store \
+                     is known: pass --files DIR (Mattermost's FileSettings.Directory) or \
+                     --mattermost-config, or --no-files to import without them"
+                );
+            }
+        }
         // Over SSH, files are copied next to the archive as they are needed.
         let remote = match (&src.ssh, &src.files) {
             (Some(ssh), Some(remote)) => Some(Arc::new(RemoteFiles {
