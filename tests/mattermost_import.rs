@@ -518,6 +518,33 @@ fn a_second_import_adds_nothing() {
     assert!(again.stdout.contains("wrote 0 users"), "{}", again.stdout);
 }
 
+/// A database that already has a server (here one an earlier import made; after a Synapse
+/// migration, Synapse's key): a new archive written into it without `--signing-key` signs with
+/// the key that server publishes, and keeps it for the next run. Before, the import made a key
+/// of its own and the writer refused the database.
+#[test]
+fn an_import_into_an_existing_database_signs_with_its_key() {
+    let first = import("postgres", &env("TM_MM_PG_URL"), true, None);
+    let (dsn, files) = (env("TM_MM_PG_URL"), env("TM_MM_FILES"));
+    let fresh = first._dir.path().join("fresh-archive");
+    let mut args = pg_args(&["import"], &dsn, &files, &fresh);
+    args.extend([
+        "--conduit-db",
+        first.db.to_str().unwrap(),
+        "--backend",
+        "sqlite",
+    ]);
+    let out = common::tm(&args, &[]);
+    let stdout = common::succeeded(&out, "import into an existing database");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ed25519:mm1"), "{stderr}");
+    let kept = std::fs::read_to_string(fresh.join("keys/signing.key")).unwrap();
+    let given = std::fs::read_to_string(first._dir.path().join("signing.key")).unwrap();
+    assert_eq!(kept, given, "the database's key, kept in the new archive");
+    assert!(stdout.contains(" 0 events ("), "the same events: {stdout}");
+    verify(&first.db, &fresh);
+}
+
 /// Rooms of an archive by what identifies them across sources (alias, or who joined), each
 /// with its messages as (sender, time, body), edits left out.
 fn messages_by_room(archive: &Path) -> BTreeMap<String, Vec<(String, i64, String)>> {

@@ -170,7 +170,10 @@ impl<S: Store> WriteSession<S> {
             let version = existing.split(|b| *b == SEP).next().unwrap_or_default();
             if version != key.version.as_bytes() {
                 return Err(Error::Config(format!(
-                    "the database already has server key ed25519:{}, the archive {}",
+                    "the database already has server key ed25519:{}, the archive {}: a \
+                     database serves one key, so its events must carry it (a new archive of \
+                     `mattermost import --conduit-db` takes the database's key; or pass that \
+                     key with --signing-key)",
                     String::from_utf8_lossy(version),
                     key.key_id()
                 )));

@@ -71,6 +71,23 @@ impl ServerKey {
         Ok(keys)
     }
 
+    /// The key Conduit keeps in its database (`global`/`keypair`: the version, the byte FF,
+    /// then PKCS#8 DER, v1 as we write it or v2 as Conduit generates it).
+    pub fn from_conduit_keypair(value: &[u8]) -> Result<ServerKey> {
+        use ed25519_dalek::pkcs8::DecodePrivateKey;
+        let bad = |reason: &str| Error::Conduit(format!("the database's server key: {reason}"));
+        let at = (value.iter().position(|b| *b == 0xff))
+            .ok_or_else(|| bad("no separator after the key version"))?;
+        let version =
+            std::str::from_utf8(&value[..at]).map_err(|_| bad("the key version is not UTF-8"))?;
+        let sk = ed25519_dalek::SigningKey::from_pkcs8_der(&value[at + 1..])
+            .map_err(|e| bad(&format!("not an ed25519 PKCS#8 document: {e}")))?;
+        Ok(ServerKey {
+            version: version.to_owned(),
+            seed: Zeroizing::new(sk.to_bytes()),
+        })
+    }
+
     /// Reads and parses a Synapse signing key file.
     pub fn read_synapse(path: &Path) -> Result<Vec<ServerKey>> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::SigningKey {
@@ -129,6 +146,32 @@ mod tests {
     /// A synthetic test key (seed = 32 × 0x07), not any server's.
     fn key_text() -> String {
         format!("ed25519 a_test {}\n", b64_encode(&[7u8; 32]))
+    }
+
+    #[test]
+    fn reads_conduits_stored_keypair_as_we_write_it_and_as_conduit_generates_it() {
+        let ours = ServerKey::parse_synapse(&key_text(), Path::new("k"))
+            .unwrap()
+            .remove(0);
+        let mut value = b"a_test\xff".to_vec();
+        value.extend_from_slice(&ours.pkcs8_der());
+        let back = ServerKey::from_conduit_keypair(&value).unwrap();
+        assert_eq!(back.key_id(), "ed25519:a_test");
+        assert_eq!(back.public_key_b64(), ours.public_key_b64());
+        // Conduit makes its key with ruma's generate (PKCS#8 v2, the public key included).
+        let der = Ed25519KeyPair::generate();
+        let pair = Ed25519KeyPair::from_der(&der, "abc".into()).unwrap();
+        let mut value = b"abc\xff".to_vec();
+        value.extend_from_slice(&der);
+        let back = ServerKey::from_conduit_keypair(&value).unwrap();
+        assert_eq!(back.version, "abc");
+        assert_eq!(back.public_key_b64(), b64_encode(&pair.public_key()));
+        for garbled in [&b"no separator"[..], b"v\xffnot der"] {
+            let e = ServerKey::from_conduit_keypair(garbled)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("server key"), "{e}");
+        }
     }
 
     #[test]

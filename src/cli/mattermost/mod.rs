@@ -208,7 +208,14 @@ pub async fn run(cmd: MattermostCmd) -> Result<i32> {
     }
 }
 
-fn server_key(a: &ForgeArgs, archive: &Archive) -> Result<ServerKey> {
+/// The key to sign with: `--signing-key`; else the archive's (an earlier run's); else the key
+/// of the Conduit database written into, as a server already running on it (after a Synapse
+/// migration, say) publishes that key and no other; else a new one, kept in the archive.
+fn server_key(
+    a: &ForgeArgs,
+    archive: &Archive,
+    target: Option<(&Path, Backend)>,
+) -> Result<ServerKey> {
     let in_archive = archive.keys_dir().join("signing.key");
     if let Some(p) = &a.signing_key {
         return Ok(ServerKey::read_synapse(p)?.remove(0));
@@ -216,7 +223,31 @@ fn server_key(a: &ForgeArgs, archive: &Archive) -> Result<ServerKey> {
     if in_archive.is_file() {
         return Ok(ServerKey::read_synapse(&in_archive)?.remove(0));
     }
+    if let Some(key) = target.map(database_key).transpose()?.flatten() {
+        fsutil::write_atomic(&in_archive, key.synapse_line().as_bytes(), true)?;
+        eprintln!(
+            "signing with the server key of the database written into ({})",
+            key.key_id()
+        );
+        return Ok(key);
+    }
     Ok(new_server_key(&archive.keys_dir())?)
+}
+
+/// The server key of an existing Conduit database, if it has one.
+fn database_key((database, backend): (&Path, Backend)) -> Result<Option<ServerKey>> {
+    let exists = match backend {
+        Backend::Rocksdb => database.join("CURRENT").is_file(),
+        Backend::Sqlite => database.join("conduit.db").is_file(),
+    };
+    if !exists {
+        return Ok(None);
+    }
+    transition_matrix::conduit::store::refuse_if_open(database)?;
+    let stored = backend.open(database)?.get("global", b"keypair")?;
+    Ok(stored
+        .map(|v| ServerKey::from_conduit_keypair(&v))
+        .transpose()?)
 }
 
 fn map_options(a: &ForgeArgs, files: Option<PathBuf>) -> Result<MapOptions> {
@@ -246,7 +277,8 @@ fn map_options(a: &ForgeArgs, files: Option<PathBuf>) -> Result<MapOptions> {
 
 async fn import(a: ImportArgs) -> Result<i32> {
     let archive = Archive::create(&a.forge.archive)?;
-    let key = server_key(&a.forge, &archive)?;
+    let target_db = a.conduit_db.as_deref().map(|d| (d, a.backend));
+    let key = server_key(&a.forge, &archive, target_db)?;
     let target = a.conduit_db.clone().map(|database| Target {
         database,
         backend: a.backend,
@@ -275,7 +307,7 @@ async fn import(a: ImportArgs) -> Result<i32> {
 
 async fn export(a: ExportArgs) -> Result<i32> {
     let archive = Archive::create(&a.forge.archive)?;
-    let key = server_key(&a.forge, &archive)?;
+    let key = server_key(&a.forge, &archive, None)?;
     if let Some(s) = steps::run(&a.forge, &archive, &key, a.step, None, &mut None).await? {
         println!(
             "archive complete: {} rooms forged ({} already there), {} events, {} users, {} media; {} items left out (import-report.json)",
