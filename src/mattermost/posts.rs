@@ -297,6 +297,8 @@ fn post_items(p: &MmPost, kind: RoomKind, out: &mut Mapped, ctx: &PostCtx) {
     }
     for r in reactions.get(p.id.as_str()).into_iter().flatten() {
         if !known.contains(r.user_id.as_str()) {
+            let reason = format!(":{}: by {}, not a user", r.emoji_name, r.user_id);
+            skip(out, "reaction", reason);
             continue;
         }
         out.page.items.push(Item {
