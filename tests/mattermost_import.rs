@@ -554,6 +554,18 @@ fn an_import_into_an_existing_database_signs_with_its_key() {
     assert_eq!(kept, given, "the database's key, kept in the new archive");
     assert!(stdout.contains(" 0 events ("), "the same events: {stdout}");
     verify(&first.db, &fresh);
+    // That archive's rooms carry that key: another one for it is refused, not mixed in.
+    let other = first._dir.path().join("other.key");
+    let seed = transition_matrix::matrix::b64_encode(&[9u8; 32]);
+    std::fs::write(&other, format!("ed25519 other {seed}\n")).unwrap();
+    let mut args = pg_args(&["import"], &dsn, &files, &fresh);
+    args.extend(["--signing-key", other.to_str().unwrap()]);
+    let out = common::tm(&args, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("was forged with ed25519:mm1"), "{stderr}");
+    let still = std::fs::read_to_string(fresh.join("keys/signing.key")).unwrap();
+    assert_eq!(still, given, "the archive's key is kept");
 }
 
 /// Rooms of an archive by what identifies them across sources (alias, or who joined), each

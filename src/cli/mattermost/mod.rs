@@ -217,11 +217,26 @@ fn server_key(
     target: Option<(&Path, Backend)>,
 ) -> Result<ServerKey> {
     let in_archive = archive.keys_dir().join("signing.key");
+    let earlier = (in_archive.is_file())
+        .then(|| ServerKey::read_synapse(&in_archive).map(|mut k| k.remove(0)))
+        .transpose()?;
     if let Some(p) = &a.signing_key {
-        return Ok(ServerKey::read_synapse(p)?.remove(0));
+        let key = ServerKey::read_synapse(p)?.remove(0);
+        if let Some(earlier) = earlier.filter(|e| e.synapse_line() != key.synapse_line()) {
+            // The rooms forged so far carry the archive's key; a second key would leave them
+            // signed by a key the server no longer has.
+            anyhow::bail!(
+                "{} was forged with {}, not the key of --signing-key ({}): use a new --archive \
+                 for another key",
+                a.archive.display(),
+                earlier.key_id(),
+                key.key_id()
+            );
+        }
+        return Ok(key);
     }
-    if in_archive.is_file() {
-        return Ok(ServerKey::read_synapse(&in_archive)?.remove(0));
+    if let Some(key) = earlier {
+        return Ok(key);
     }
     if let Some(key) = target.map(database_key).transpose()?.flatten() {
         fsutil::write_atomic(&in_archive, key.synapse_line().as_bytes(), true)?;
