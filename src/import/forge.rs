@@ -23,7 +23,7 @@ use crate::archive::{fsutil, manifest, Archive, Checkpoint, Entry, ItemKind};
 use crate::conduit::write::Archived;
 use crate::error::{Error, Result};
 use crate::import::id_table::{IdTable, Ref};
-use crate::import::model::{Item, ItemKind as Kind, Page, Room, RoomKind, User};
+use crate::import::model::{Item, ItemKind as Kind, Page, Room, RoomKind, Skip, User};
 use crate::import::queue::TimeQueue;
 use crate::import::skips::Skips;
 use crate::matrix::forge::RoomBuilder;
@@ -292,7 +292,7 @@ impl<'a> Forger<'a> {
         // the rooms of earlier runs too: in the same report as what the mapping left out.
         for e in self.checkpoint.entries(ItemKind::Room) {
             for reason in e.errors {
-                skipped.push(crate::import::model::Skip {
+                skipped.push(Skip {
                     kind: "room",
                     id: e.id.clone(),
                     reason,
@@ -1012,13 +1012,24 @@ fn fit_within(mut content: Value, limit: usize) -> Value {
     while len > limit && keep > 0 {
         keep = (keep as u128 * limit as u128 / len as u128) as usize;
         keep = keep.saturating_sub(16);
-        while !body.is_char_boundary(keep) {
-            keep -= 1;
-        }
-        content["body"] = json!(format!("{} […]", &body[..keep]));
+        let short = cut(&body, keep);
+        keep = short.len() - CUT_MARK.len();
+        content["body"] = json!(short);
         len = json_len(&content);
     }
     content
+}
+
+/// What ends a text [`cut`] short.
+const CUT_MARK: &str = " […]";
+
+/// The first `keep` bytes of `text` (fewer, to end on a character) and [`CUT_MARK`].
+fn cut(text: &str, keep: usize) -> String {
+    let mut keep = keep.min(text.len());
+    while !text.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}{CUT_MARK}", &text[..keep])
 }
 
 /// An `m.replace` edit's content under the size limit: the edit carries its text twice (the
@@ -1046,12 +1057,8 @@ fn edit_content(new: Value, target_event_id: &str) -> Value {
         }
         c
     };
-    let mut cut = FALLBACK_TEXT.min(body.len());
-    while !body.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    let short = if cut < body.len() {
-        format!("{} […]", &body[..cut])
+    let short = if body.len() > FALLBACK_TEXT {
+        cut(&body, FALLBACK_TEXT)
     } else {
         body.clone()
     };
@@ -1065,7 +1072,8 @@ fn edit_content(new: Value, target_event_id: &str) -> Value {
     if over == 0 {
         return c;
     }
-    let new = fit_within(new.clone(), json_len(&new).saturating_sub(over));
+    let limit = json_len(&new).saturating_sub(over);
+    let new = fit_within(new, limit);
     build(&new, false, &short)
 }
 

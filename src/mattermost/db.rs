@@ -292,9 +292,15 @@ impl MattermostDb {
         Ok(out)
     }
 
-    /// How many files the database lists (`FileInfo` rows, deleted ones too).
+    /// How many files of the file store the database lists: attachments (`FileInfo` rows,
+    /// deleted ones too), profile pictures and custom emoji, as the import would read them.
     pub async fn file_count(&self) -> Result<i64> {
-        self.count("FileInfo", "").await
+        let pictures = if self.has("Users", "LastPictureUpdate") {
+            self.count("Users", "WHERE LastPictureUpdate > 0").await?
+        } else {
+            0
+        };
+        Ok(self.count("FileInfo", "").await? + pictures + self.count("Emoji", "").await?)
     }
 
     /// How many rows of `table` match `rest` (a `WHERE` clause, or nothing); 0 when the schema

@@ -280,8 +280,8 @@ pub async fn diagnose(a: &SourceArgs) -> bool {
             Ok(0) => println!("· no file store given (--files); the database lists no files"),
             Ok(n) => {
                 println!(
-                    "✗ no file store given, and the database lists {n} files: pass --files DIR, \
-                     or --no-files to import without them"
+                    "✗ no file store given, and the database lists {n} files, avatars and \
+                     custom emoji: pass --files DIR, or --no-files to import without them"
                 );
                 ok = false;
             }

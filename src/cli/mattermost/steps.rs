@@ -298,8 +298,7 @@ impl Run<'_> {
         if src.files.is_none() && !a.source.no_files {
             // Without a store every file would be left out, reported one by one but imported
             // nowhere: a choice to make, not a default to find out about afterwards.
-            let pictures = meta.users.iter().filter(|u| u.picture.is_some()).count();
-            let listed = db.file_count().await? as usize + pictures + meta.emoji.len();
+            let listed = db.file_count().await?;
             if listed > 0 {
                 bail!(
                     "the database lists {listed} files, avatars and custom emoji, but no file store \
