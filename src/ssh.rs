@@ -221,16 +221,27 @@ impl Ssh {
 
     /// The bytes of a remote file (`cat` on the server).
     pub async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
-        let fail =
-            |why: String| Error::Config(format!("SSH {}: reading {path}: {why}", self.label));
+        let (status, out, err) = self
+            .run(&format!("cat -- {}", shell_quote(path)))
+            .await
+            .map_err(|why| self.fail(&format!("reading {path}"), why))?;
+        match status {
+            Some(0) => Ok(out),
+            _ => Err(self.fail(&format!("reading {path}"), err)),
+        }
+    }
+
+    /// Runs a shell command on the server: its exit status, standard output, standard error.
+    pub async fn run(
+        &self,
+        command: &str,
+    ) -> std::result::Result<(Option<u32>, Vec<u8>, String), String> {
         let mut ch = self
             .handle
             .channel_open_session()
             .await
-            .map_err(|e| fail(e.to_string()))?;
-        ch.exec(true, format!("cat -- {}", shell_quote(path)))
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| e.to_string())?;
+        ch.exec(true, command).await.map_err(|e| e.to_string())?;
         let (mut out, mut err, mut status) = (Vec::new(), Vec::new(), None);
         while let Some(msg) = ch.wait().await {
             match msg {
@@ -240,10 +251,11 @@ impl Ssh {
                 _ => {}
             }
         }
-        match status {
-            Some(0) => Ok(out),
-            _ => Err(fail(String::from_utf8_lossy(&err).trim().to_owned())),
-        }
+        Ok((status, out, String::from_utf8_lossy(&err).trim().to_owned()))
+    }
+
+    fn fail(&self, what: &str, why: String) -> Error {
+        Error::Config(format!("SSH {}: {what}: {why}", self.label))
     }
 
     /// Listens on a loopback port and forwards each connection to `host:port` as seen from the
@@ -290,7 +302,7 @@ impl Ssh {
 }
 
 /// Single-quotes a word for a POSIX shell.
-fn shell_quote(s: &str) -> String {
+pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 

@@ -195,6 +195,7 @@ fn postgres_import_verifies_and_reads_back_as_the_fixture() {
         // Every live post that is a message is in the room, by its author, at its time, in order.
         let mut last_pos = 0;
         let mut expected = 0;
+        let mut thread_last: HashMap<String, String> = HashMap::new();
         for p in c["posts"].as_array().unwrap() {
             let id = p["id"].as_str().unwrap();
             let kind = p["type"].as_str().unwrap();
@@ -234,6 +235,15 @@ fn postgres_import_verifies_and_reads_back_as_the_fixture() {
             if let Some(root_ev) = map.get(root) {
                 assert_eq!(rel["rel_type"], "m.thread", "{id} is in its thread");
                 assert_eq!(rel["event_id"], root_ev.as_str());
+                // The reply fallback, for clients without threads: the thread's latest post.
+                let latest = thread_last.get(root).unwrap_or(root_ev);
+                assert_eq!(rel["is_falling_back"], true, "{id}");
+                assert_eq!(
+                    rel["m.in_reply_to"]["event_id"],
+                    latest.as_str(),
+                    "{id} falls back to a reply to its thread's latest post"
+                );
+                thread_last.insert(root.to_owned(), ev_id.clone());
                 threads_checked += 1;
             } else if !root.is_empty() {
                 assert!(rel.is_null(), "an orphan reply is a plain message");
@@ -455,6 +465,55 @@ fn postgres_import_verifies_and_reads_back_as_the_fixture() {
     }
 }
 
+/// Membership history (ChannelMemberHistory): each recorded join and leave is a membership
+/// event of that user at that time; the room's creator stays (later changes need someone with
+/// power), so only their first join is checked.
+#[test]
+fn joins_and_leaves_keep_their_recorded_times() {
+    let imp = postgres();
+    let mut store = SqliteStore::open(&imp.db).unwrap();
+    let (mut joins, mut leaves) = (0, 0);
+    for c in fixture()["channels"].as_array().unwrap() {
+        let room_id = format!("!mm_{}:{SERVER}", c["id"].as_str().unwrap());
+        let pdus = reader::timeline_pdus(&mut store, &room_id).unwrap();
+        let has = |user: &str, membership: &str, ts: &Value| {
+            pdus.iter().any(|p| {
+                p["type"] == "m.room.member"
+                    && p["state_key"] == uid(user)
+                    && p["content"]["membership"] == membership
+                    && p["origin_server_ts"] == *ts
+            })
+        };
+        let creator = c["creator"].as_str().unwrap();
+        for h in c["history"].as_array().unwrap() {
+            let user = h["user"].as_str().unwrap();
+            if user == creator {
+                continue;
+            }
+            assert!(
+                has(user, "join", &h["join"]),
+                "{user} joins {} at {}",
+                c["name"],
+                h["join"]
+            );
+            joins += 1;
+            if !h["leave"].is_null() {
+                assert!(
+                    has(user, "leave", &h["leave"]),
+                    "{user} leaves {} at {}",
+                    c["name"],
+                    h["leave"]
+                );
+                leaves += 1;
+            }
+        }
+    }
+    assert!(
+        joins >= 20 && leaves >= 2,
+        "{joins} joins, {leaves} leaves checked"
+    );
+}
+
 #[test]
 fn mysql_forges_the_same_events_as_postgres() {
     let pg = postgres();
@@ -524,6 +583,18 @@ fn a_second_import_adds_nothing() {
         "{}",
         first.stdout
     );
+    // A resumed run with other choices would mix rooms forged two ways: refused, each named.
+    let (dsn, files) = (env("TM_MM_PG_URL"), env("TM_MM_FILES"));
+    let mut args = pg_args(&["import"], &dsn, &files, &first.archive);
+    args.extend(["--deleted", "redact", "--room-version", "11"]);
+    let out = common::tm(&args, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--deleted omit (this run: redact)")
+            && stderr.contains("--room-version 10 (this run: 11)"),
+        "{stderr}"
+    );
     let again = import("postgres", &env("TM_MM_PG_URL"), true, Some(first._dir));
     assert!(again.stdout.contains(" 0 events ("), "{}", again.stdout);
     assert!(again.stdout.contains("wrote 0 users"), "{}", again.stdout);
@@ -554,6 +625,28 @@ fn an_import_into_an_existing_database_signs_with_its_key() {
     assert_eq!(kept, given, "the database's key, kept in the new archive");
     assert!(stdout.contains(" 0 events ("), "the same events: {stdout}");
     verify(&first.db, &fresh);
+    // Every user maps onto an account the database had before: each one is reported.
+    let users: BTreeMap<String, String> =
+        serde_json::from_str(&std::fs::read_to_string(fresh.join("mapping/users.json")).unwrap())
+            .unwrap();
+    let report = std::fs::read_to_string(fresh.join("import-report.json")).unwrap();
+    assert_eq!(
+        report.matches("\"user-existing\"").count(),
+        users.len(),
+        "{report}"
+    );
+    let first_report = std::fs::read_to_string(first.archive.join("import-report.json")).unwrap();
+    assert!(
+        !first_report.contains("user-existing"),
+        "a fresh database has no accounts"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{} Mattermost users map onto accounts the database already has",
+            users.len()
+        )),
+        "{stderr}"
+    );
     // That archive's rooms carry that key: another one for it is refused, not mixed in.
     let other = first._dir.path().join("other.key");
     let seed = transition_matrix::matrix::b64_encode(&[9u8; 32]);
@@ -784,6 +877,11 @@ fn bad_sources_give_clear_errors() {
             "cannot connect",
         ),
         (vec!["--data-source", "not a dsn"], "DataSource"),
+        // The go-sql-driver form is MySQL's without --driver.
+        (
+            vec!["--data-source", "mmuser:wrong@tcp(127.0.0.1:1)/mattermost"],
+            "Mysql database",
+        ),
         (
             vec![
                 "--driver",
@@ -917,6 +1015,161 @@ fn test_mattermost_reports_each_step() {
         stdout.contains("✗") && stdout.contains("password authentication failed"),
         "{stdout}"
     );
+}
+
+/// The install of a Mattermost whose config.json still holds the default DataSource (as
+/// Docker and packaged installs leave it) and, with `amazons3`, keeps files in S3.
+fn install_with_default_dsn(dir: &Path, s3: bool) -> PathBuf {
+    let install = dir.join("mattermost");
+    std::fs::create_dir_all(install.join("config")).unwrap();
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(env("TM_MM_CONFIG")).unwrap()).unwrap();
+    config["SqlSettings"]["DataSource"] =
+        "postgres://mmuser:mostest@localhost/mattermost_test?sslmode=disable".into();
+    if s3 {
+        config["FileSettings"]["DriverName"] = "amazons3".into();
+        config["FileSettings"]["AmazonS3Bucket"] = "mm-files".into();
+    }
+    let path = install.join("config/config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    install
+}
+
+/// A process named `mattermost` running from `install` with the real DataSource in its
+/// environment, as a server started by Docker or systemd has it; killed on drop.
+struct FakeServer(std::process::Child);
+
+impl FakeServer {
+    fn start(install: &Path) -> Self {
+        std::fs::create_dir_all(install.join("bin")).unwrap();
+        let exe = install.join("bin/mattermost");
+        std::fs::copy("/bin/sleep", &exe).unwrap();
+        let child = std::process::Command::new(&exe)
+            .arg("120")
+            .current_dir(install)
+            .env("MM_SQLSETTINGS_DATASOURCE", env("TM_MM_PG_URL"))
+            .spawn()
+            .unwrap();
+        FakeServer(child)
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The DataSource in the running server's environment wins over config.json's, locally and
+/// over SSH; with no server of that install running, config.json's (wrong) one is used and
+/// the connection fails.
+#[test]
+fn the_running_servers_mm_settings_win_over_config_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let install = install_with_default_dsn(dir.path(), false);
+    let config = install.join("config/config.json");
+    let config = config.to_str().unwrap();
+    let (target, key, known) = (
+        env("TM_MM_SSH_TARGET"),
+        env("TM_MM_SSH_KEY"),
+        env("TM_MM_SSH_KNOWN_HOSTS"),
+    );
+    let run = |ssh: bool| {
+        let mut args = vec!["test", "mattermost", "--mattermost-config", config];
+        if ssh {
+            args.extend(ssh_args(&known, &key, &target));
+        }
+        let out = common::tm(&args, &[]);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, stdout) = run(false);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("mattermost_test"), "{stdout}");
+    assert!(stdout.contains("no Mattermost server"), "{stdout}");
+
+    let server = FakeServer::start(&install);
+    let pid = format!("(pid {})", server.0.id());
+    for ssh in [false, true] {
+        let (code, stdout) = run(ssh);
+        assert_eq!(code, Some(0), "ssh {ssh}: {stdout}");
+        assert!(
+            stdout.contains(&pid) && stdout.contains("MM_SQLSETTINGS_DATASOURCE"),
+            "ssh {ssh}: {stdout}"
+        );
+        assert!(stdout.contains("✓ connected to Postgres"), "{stdout}");
+        assert!(!stdout.contains("mostest"), "no password: {stdout}");
+    }
+}
+
+/// Files in S3: the import asks for a copy of the bucket instead of reading a local directory
+/// that is not the store; --files takes the copy.
+#[test]
+fn a_file_store_in_s3_asks_for_a_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let install = install_with_default_dsn(dir.path(), true);
+    let config = install.join("config/config.json");
+    let archive = dir.path().join("archive");
+    let _server = FakeServer::start(&install);
+    let args = [
+        "mattermost",
+        "import",
+        "--mattermost-config",
+        config.to_str().unwrap(),
+        "--server-name",
+        SERVER,
+        "--archive",
+        archive.to_str().unwrap(),
+    ];
+    let out = common::tm(&args, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("s3://mm-files/") && stderr.contains("--files"),
+        "{stderr}"
+    );
+    assert!(!archive.join("manifest.json").exists());
+    let files = env("TM_MM_FILES");
+    let out = common::tm(
+        &[
+            "test",
+            "mattermost",
+            "--mattermost-config",
+            config.to_str().unwrap(),
+            "--files",
+            &files,
+        ],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("✓ file store"), "{stdout}");
+}
+
+/// A config kept in the database (`MM_CONFIG=postgres://…` or `mysql://…`): read from its
+/// active `Configurations` row, for either database.
+#[test]
+fn a_config_kept_in_the_database_is_read_from_it() {
+    let totals = &fixture()["totals"];
+    let counts = format!(
+        "✓ {} users, {} teams, {} channels, {} posts",
+        totals["users"], totals["teams"], totals["channels"], totals["posts"]
+    );
+    let mysql = format!("mysql://{}", env("TM_MM_MYSQL_DSN"));
+    for (dsn, driver) in [(env("TM_MM_PG_URL"), "Postgres"), (mysql, "Mysql")] {
+        let stdout = tm_ok(&["test", "mattermost", "--mattermost-config", &dsn]);
+        for want in [
+            format!("✓ config from its database: {driver} database"),
+            format!("✓ connected to {driver}"),
+            counts.clone(),
+            "✓ file store".to_owned(),
+        ] {
+            assert!(stdout.contains(&want), "expected {want:?} in:\n{stdout}");
+        }
+    }
 }
 
 /// `mattermost export assets|memberships|messages`: each step needs the ones before it, writes

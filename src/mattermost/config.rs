@@ -50,7 +50,28 @@ pub struct MattermostConfig {
     pub file_driver: String,
     /// `FileSettings.Directory` (relative paths are relative to the server's working directory).
     pub file_directory: String,
+    /// Where an `amazons3` store is: `s3://bucket/prefix` at its endpoint (for the message that
+    /// asks for a copy of it).
+    pub s3_location: String,
     pub site_url: String,
+}
+
+/// Whether a config location (`--mattermost-config`, `MM_CONFIG`) is a database DSN: then
+/// Mattermost keeps its config in that database's `Configurations` table.
+pub fn is_config_dsn(location: &str) -> bool {
+    ["postgres://", "postgresql://", "mysql://"]
+        .iter()
+        .any(|p| location.starts_with(p))
+}
+
+/// The driver a DataSource is written for: the go-sql-driver form (`@tcp(`, `@unix(`, or a
+/// `mysql://` prefix as in `MM_CONFIG`) is MySQL's, everything else PostgreSQL's.
+pub fn driver_of(dsn: &str) -> &'static str {
+    if dsn.starts_with("mysql://") || dsn.contains("@tcp(") || dsn.contains("@unix(") {
+        "mysql"
+    } else {
+        "postgres"
+    }
 }
 
 /// Query parameters sqlx understands; Mattermost's DSNs carry others (`connect_timeout`,
@@ -83,6 +104,14 @@ impl MattermostConfig {
             data_source: DataSource::parse(&driver, &dsn)?,
             file_driver: get("FileSettings", "DriverName").unwrap_or_else(|| "local".into()),
             file_directory: get("FileSettings", "Directory").unwrap_or_else(|| "./data/".into()),
+            s3_location: format!(
+                "s3://{}/{} at {}",
+                get("FileSettings", "AmazonS3Bucket").unwrap_or_default(),
+                get("FileSettings", "AmazonS3PathPrefix").unwrap_or_default(),
+                get("FileSettings", "AmazonS3Endpoint")
+                    .filter(|e| !e.is_empty())
+                    .unwrap_or_else(|| "s3.amazonaws.com".into())
+            ),
             site_url: get("ServiceSettings", "SiteURL")
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| "http://localhost:8065".into()),
@@ -313,6 +342,17 @@ mod tests {
         assert_eq!(d.host, "/run/mysqld/mysqld.sock");
         assert!(DataSource::parse("mysql", "not a dsn").is_err());
         assert!(DataSource::parse("sqlite", "x").is_err());
+    }
+
+    #[test]
+    fn the_driver_follows_the_dsn_form() {
+        assert_eq!(driver_of("mmuser:pw@tcp(db:3306)/mattermost"), "mysql");
+        assert_eq!(driver_of("u:p@unix(/run/mysqld/mysqld.sock)/mm"), "mysql");
+        assert_eq!(driver_of("mysql://u:p@tcp(db)/mm"), "mysql");
+        assert_eq!(driver_of("postgres://u:p@db/mm"), "postgres");
+        assert_eq!(driver_of("user=u host=db dbname=mm"), "postgres");
+        assert!(is_config_dsn("postgres://u:p@db/mm") && is_config_dsn("mysql://u:p@tcp(db)/mm"));
+        assert!(!is_config_dsn("/opt/mattermost/config/config.json"));
     }
 
     #[test]

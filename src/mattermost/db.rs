@@ -118,6 +118,33 @@ fn url(ds: &DataSource) -> String {
     url
 }
 
+/// Mattermost's active config where it keeps it in a database (`MM_CONFIG` or `--config` set
+/// to a DSN): the `Value` of the `Configurations` row that is `Active` (mattermost.md §1.1).
+pub async fn config_from_database(ds: &DataSource) -> Result<String> {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let at = format!(
+        "Mattermost's config database {:?} {}@{}:{}/{}",
+        ds.driver, ds.user, ds.host, ds.port, ds.database
+    );
+    let mut conn = sqlx::AnyConnection::connect(&url(ds))
+        .await
+        .map_err(|e| Error::Mattermost(format!("cannot connect to {at}: {e}")))?;
+    let sql = format!(
+        "SELECT {} AS v FROM Configurations WHERE Active ORDER BY CreateAt DESC",
+        Dialect(ds.driver).text("Value")
+    );
+    let row = sqlx::query(&sql)
+        .fetch_optional(&mut conn)
+        .await
+        .map_err(|e| Error::Mattermost(format!("reading the Configurations table of {at}: {e}")))?
+        .ok_or_else(|| {
+            Error::Mattermost(format!("{at}: no active row in its Configurations table"))
+        })?;
+    let _ = conn.close().await;
+    text(&row, "v")
+}
+
 impl MattermostDb {
     /// Connects (read-only sessions) and reads which columns the schema has.
     pub async fn connect(ds: &DataSource) -> Result<Self> {

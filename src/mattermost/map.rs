@@ -34,6 +34,10 @@ pub struct MapOptions {
     /// Mattermost username → Matrix localpart (or full user id), where the default (the
     /// username) is not wanted.
     pub user_map: HashMap<String, String>,
+    /// Matrix user ids that had accounts in the target database before this import began
+    /// (after a Synapse migration, say): a user mapped onto one is reported, as it may be
+    /// someone else.
+    pub existing_users: HashSet<String>,
 }
 
 /// The Matrix room id of a Mattermost channel or team: stable, so a re-run finds its rooms.
@@ -167,6 +171,18 @@ impl Mapper {
                 taken.insert(local.clone());
             }
             let user_id = format!("@{local}:{}", o.server_name);
+            if o.existing_users.contains(&user_id) {
+                ws.skipped.push(Skip {
+                    kind: "user-existing",
+                    id: u.id.clone(),
+                    reason: format!(
+                        "{user_id} had an account in the Conduit database before this import: {:?}'s \
+                         posts are sent as that account, whose password, devices and profile stay \
+                         as they were; if it is someone else, map {:?} to another name with --user-map",
+                        u.username, u.username
+                    ),
+                });
+            }
             let full = format!("{} {}", u.first_name, u.last_name)
                 .trim()
                 .to_owned();
@@ -465,6 +481,7 @@ mod tests {
             files: None,
             deleted: Deleted::Omit,
             user_map: HashMap::from([("alice".into(), "@alice.a:s.test".into())]),
+            existing_users: HashSet::from(["@bob:s.test".into()]),
         };
         let ws = workspace(&snap, &o);
         let ids: Vec<&str> = ws.users.iter().map(|u| u.user_id.as_str()).collect();
@@ -477,7 +494,8 @@ mod tests {
                 "@remote=other:s.test"
             ]
         );
-        assert_eq!(ws.skipped.len(), 1);
-        assert_eq!(ws.skipped.recent()[0].kind, "user-renamed");
+        let kinds: Vec<&str> = ws.skipped.recent().iter().map(|s| s.kind).collect();
+        assert_eq!(kinds, ["user-existing", "user-renamed"]);
+        assert!(ws.skipped.recent()[0].reason.contains("@bob:s.test"));
     }
 }

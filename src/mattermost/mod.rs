@@ -12,3 +12,4 @@ pub mod mapping;
 pub mod pages;
 pub mod posts;
 pub mod rows;
+pub mod server_env;

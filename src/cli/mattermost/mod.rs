@@ -1,6 +1,7 @@
 //! `mattermost …` commands.
 
 mod channels;
+mod same_run;
 mod source;
 mod steps;
 
@@ -65,9 +66,11 @@ pub enum MattermostCmd {
 /// Where the Mattermost database is.
 #[derive(Debug, Args)]
 pub struct SourceArgs {
-    /// Mattermost's config.json (database and file store are read from it; MM_* environment
-    /// variables override it as they do for the server).
-    #[arg(long, value_name = "PATH")]
+    /// Mattermost's config.json (database and file store are read from it), or the database
+    /// DSN Mattermost keeps its config in (its MM_CONFIG). The MM_* settings of the running
+    /// server of that install (its process environment, or its systemd unit), then this
+    /// command's own MM_* variables, override it as they do for the server.
+    #[arg(long, value_name = "PATH|DSN")]
     pub mattermost_config: Option<PathBuf>,
     /// The database, in either of Mattermost's DataSource forms (overrides config.json).
     #[arg(
@@ -77,9 +80,10 @@ pub struct SourceArgs {
         hide_env_values = true
     )]
     pub data_source: Option<String>,
-    /// The database driver of --data-source.
-    #[arg(long, value_enum, default_value = "postgres")]
-    pub driver: DriverArg,
+    /// The database driver of --data-source [default: from its form: `user:pass@tcp(host)/db`
+    /// is MySQL's, a URL or key=value DSN PostgreSQL's].
+    #[arg(long, value_enum)]
+    pub driver: Option<DriverArg>,
     /// The file store (`FileSettings.Directory`; overrides config.json).
     #[arg(long, value_name = "DIR")]
     pub files: Option<PathBuf>,
@@ -249,13 +253,41 @@ fn server_key(
     Ok(new_server_key(&archive.keys_dir())?)
 }
 
-/// The server key of an existing Conduit database, if it has one.
-fn database_key((database, backend): (&Path, Backend)) -> Result<Option<ServerKey>> {
-    let exists = match backend {
+/// The accounts the target database had before the first run into this archive (see
+/// [`MapOptions::existing_users`]), kept in the archive so a resumed run reports the same.
+const EXISTING_ACCOUNTS: &str = "existing-accounts.json";
+
+/// Records the accounts of an existing target database, once, before this archive forges
+/// anything (later, the database also holds the accounts this import wrote).
+fn record_existing_accounts(
+    archive: &Archive,
+    (database, backend): (&Path, Backend),
+) -> Result<()> {
+    let path = archive.root().join(EXISTING_ACCOUNTS);
+    if path.is_file() || same_run::begun(archive) || !database_exists(database, backend) {
+        return Ok(());
+    }
+    transition_matrix::conduit::store::refuse_if_open(database)?;
+    let accounts = backend
+        .open(database)?
+        .scan_prefix("userid_password", b"")?;
+    let users: Vec<String> = (accounts.into_iter())
+        .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+        .collect();
+    fsutil::write_atomic(&path, serde_json::to_string(&users)?.as_bytes(), false)?;
+    Ok(())
+}
+
+fn database_exists(database: &Path, backend: Backend) -> bool {
+    match backend {
         Backend::Rocksdb => database.join("CURRENT").is_file(),
         Backend::Sqlite => database.join("conduit.db").is_file(),
-    };
-    if !exists {
+    }
+}
+
+/// The server key of an existing Conduit database, if it has one.
+fn database_key((database, backend): (&Path, Backend)) -> Result<Option<ServerKey>> {
+    if !database_exists(database, backend) {
         return Ok(None);
     }
     transition_matrix::conduit::store::refuse_if_open(database)?;
@@ -279,8 +311,14 @@ fn map_options(a: &ForgeArgs, files: Option<PathBuf>) -> Result<MapOptions> {
         }
         None => Default::default(),
     };
+    let existing = a.archive.join(EXISTING_ACCOUNTS);
+    let existing_users = match existing.is_file() {
+        true => fsutil::read_json(&existing)?,
+        false => Default::default(),
+    };
     Ok(MapOptions {
         user_map,
+        existing_users,
         server_name: a.server_name.clone(),
         files,
         deleted: match a.deleted {
@@ -292,7 +330,11 @@ fn map_options(a: &ForgeArgs, files: Option<PathBuf>) -> Result<MapOptions> {
 
 async fn import(a: ImportArgs) -> Result<i32> {
     let archive = Archive::create(&a.forge.archive)?;
+    same_run::check(&a.forge, &archive)?;
     let target_db = a.conduit_db.as_deref().map(|d| (d, a.backend));
+    if let Some(t) = target_db {
+        record_existing_accounts(&archive, t)?;
+    }
     let key = server_key(&a.forge, &archive, target_db)?;
     let target = a.conduit_db.clone().map(|database| Target {
         database,
@@ -322,6 +364,7 @@ async fn import(a: ImportArgs) -> Result<i32> {
 
 async fn export(a: ExportArgs) -> Result<i32> {
     let archive = Archive::create(&a.forge.archive)?;
+    same_run::check(&a.forge, &archive)?;
     let key = server_key(&a.forge, &archive, None)?;
     if let Some(s) = steps::run(&a.forge, &archive, &key, a.step, None, &mut None).await? {
         println!(

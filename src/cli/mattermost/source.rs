@@ -5,11 +5,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use transition_matrix::archive::fsutil;
-use transition_matrix::mattermost::config::{DataSource, MattermostConfig};
-use transition_matrix::mattermost::db::MattermostDb;
+use transition_matrix::mattermost::config::{
+    driver_of, is_config_dsn, DataSource, MattermostConfig,
+};
+use transition_matrix::mattermost::db::{self, MattermostDb};
 use transition_matrix::mattermost::export;
 use transition_matrix::mattermost::map::store_relative;
 use transition_matrix::mattermost::rows::{MmFile, Snapshot};
+use transition_matrix::mattermost::server_env::{self, ServerEnv};
 use transition_matrix::ssh::{Ssh, SshAuth, SshOptions};
 use zeroize::Zeroizing;
 
@@ -21,6 +24,10 @@ pub struct Source {
     pub files: Option<PathBuf>,
     /// The session the database forward and remote files go through.
     pub ssh: Option<Ssh>,
+    /// What the config said, when one was read (no secrets).
+    pub config: Option<String>,
+    /// How the config was found, one line each (no secrets).
+    pub notes: Vec<String>,
 }
 
 const DEFAULT_REMOTE_CONFIG: &str = "/opt/mattermost/config/config.json";
@@ -52,40 +59,136 @@ pub async fn connect_ssh(a: &SourceArgs) -> Result<Option<Ssh>> {
     })
 }
 
-/// The database and file store, from config.json (local or over `ssh`) and the flags.
+/// Mattermost's config: from config.json (local or over `ssh`) or from the database named by
+/// a DSN, with the `MM_*` settings of the install's server applied, then (run locally) this
+/// command's own. Each step's outcome is added to `notes` for the admin.
+async fn discover_config(
+    a: &SourceArgs,
+    ssh: Option<&Ssh>,
+    notes: &mut Vec<String>,
+) -> Result<MattermostConfig> {
+    let own: Vec<(String, String)> = match ssh {
+        Some(_) => Vec::new(),
+        None => std::env::vars()
+            .filter(|(k, _)| k.starts_with("MM_"))
+            .collect(),
+    };
+    let given = a
+        .mattermost_config
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned());
+    if let Some(dsn) = given.as_deref().filter(|g| is_config_dsn(g)) {
+        notes.push("config read from the database --mattermost-config names".into());
+        let text = config_from_database(dsn, ssh).await?;
+        return Ok(MattermostConfig::parse(&text, &own)?);
+    }
+    let path = given.unwrap_or_else(|| DEFAULT_REMOTE_CONFIG.to_owned());
+    let mut text = read_config(&path, ssh).await?;
+    // The install directory is the parent of config/; the server runs from it.
+    let path = match ssh {
+        Some(_) => path,
+        None => std::fs::canonicalize(&path).map_or(path, |p| p.display().to_string()),
+    };
+    let install = Path::new(&path)
+        .parent()
+        .and_then(Path::parent)
+        .map_or_else(|| "/".to_owned(), |p| p.display().to_string());
+    let server = server_environment(&install, &path, ssh).await;
+    notes.push(server.describe(&install));
+    let mut env = server.vars().to_vec();
+    env.extend(own);
+    if let Some((_, dsn)) = env.iter().rev().find(|(k, _)| k == "MM_CONFIG") {
+        if is_config_dsn(dsn) {
+            notes.push("config read from the database the server's MM_CONFIG names".into());
+            text = config_from_database(dsn, ssh).await?;
+        }
+    }
+    Ok(MattermostConfig::parse(&text, &env)?)
+}
+
+async fn read_config(path: &str, ssh: Option<&Ssh>) -> Result<String> {
+    match ssh {
+        None => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read Mattermost's config {path}")),
+        Some(ssh) => {
+            let bytes = ssh.read_file(path).await?;
+            String::from_utf8(bytes).with_context(|| format!("{path} is not UTF-8"))
+        }
+    }
+}
+
+/// The `MM_*` settings of the server installed in `install` (see [`server_env`]). Never fails:
+/// a lookup that cannot run finds nothing, and says so.
+async fn server_environment(install: &str, config: &str, ssh: Option<&Ssh>) -> ServerEnv {
+    let script = server_env::script(install, config);
+    let out = match ssh {
+        Some(ssh) => ssh.run(&script).await.map(|(_, out, _)| out).ok(),
+        None => std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .ok()
+            .map(|o| o.stdout),
+    };
+    out.map_or(ServerEnv::NotFound, |o| server_env::parse(&o))
+}
+
+/// The config Mattermost keeps in a database (`dsn`, as seen from its host).
+async fn config_from_database(dsn: &str, ssh: Option<&Ssh>) -> Result<String> {
+    let mut ds = DataSource::parse(driver_of(dsn), dsn).context("the config database's DSN")?;
+    if let Some(ssh) = ssh {
+        forward(ssh, &mut ds).await?;
+    }
+    Ok(db::config_from_database(&ds).await?)
+}
+
+/// Points `ds` at a local port forwarded over `ssh` to the database's address on that host.
+async fn forward(ssh: &Ssh, ds: &mut DataSource) -> Result<()> {
+    if ds.host.starts_with('/') {
+        bail!(
+            "the database is on a Unix socket ({}); over SSH it needs a TCP address (--data-source)",
+            ds.host
+        );
+    }
+    let local = ssh.forward(&ds.host, ds.port).await?;
+    ds.host = local.ip().to_string();
+    ds.port = local.port();
+    Ok(())
+}
+
+/// The database and file store, from Mattermost's config (see [`discover_config`]) and the
+/// flags, which override every discovered value.
 pub async fn open_source(a: &SourceArgs, ssh: Option<Ssh>) -> Result<Source> {
-    let config = match (&a.mattermost_config, &ssh) {
-        (Some(p), None) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read Mattermost's config {}", p.display()))?;
-            let env: Vec<(String, String)> = std::env::vars()
-                .filter(|(k, _)| k.starts_with("MM_"))
-                .collect();
-            Some(MattermostConfig::parse(&text, &env)?)
-        }
-        (p, Some(ssh)) if a.data_source.is_none() || p.is_some() => {
-            let path = p.as_ref().map_or(DEFAULT_REMOTE_CONFIG.to_owned(), |p| {
-                p.display().to_string()
-            });
-            let bytes = ssh.read_file(&path).await?;
-            let text = String::from_utf8(bytes).with_context(|| format!("{path} is not UTF-8"))?;
-            Some(MattermostConfig::parse(&text, &[])?)
-        }
-        _ => None,
+    let mut notes = Vec::new();
+    let read_config = a.mattermost_config.is_some() || (ssh.is_some() && a.data_source.is_none());
+    let config = match read_config {
+        true => Some(discover_config(a, ssh.as_ref(), &mut notes).await?),
+        false => None,
     };
     let mut ds = match (&a.data_source, &config) {
         (Some(dsn), _) => {
             let driver = match a.driver {
-                DriverArg::Postgres => "postgres",
-                DriverArg::Mysql => "mysql",
+                Some(DriverArg::Postgres) => "postgres",
+                Some(DriverArg::Mysql) => "mysql",
+                None => driver_of(dsn),
             };
             DataSource::parse(driver, dsn)?
         }
         (None, Some(c)) => c.data_source.clone(),
         (None, None) => bail!("pass --mattermost-config or --data-source"),
     };
+    if let Some(c) = config.as_ref().filter(|c| c.file_driver == "amazons3") {
+        if a.files.is_none() && !a.no_files {
+            bail!(
+                "Mattermost keeps its files in Amazon S3 ({}); this tool reads a directory: copy \
+                 the bucket (e.g. `aws s3 sync s3://BUCKET DIR`, or `mc mirror`) and pass --files \
+                 DIR/PREFIX, or --no-files to import without files, avatars and custom emoji",
+                c.s3_location
+            );
+        }
+    }
     let files = a.files.clone().or_else(|| {
-        let c = config.as_ref()?;
+        let c = config.as_ref().filter(|c| c.file_driver != "amazons3")?;
         let dir = PathBuf::from(&c.file_directory);
         // A relative Directory is relative to the server's working directory, which is the
         // parent of its config/ directory.
@@ -95,18 +198,42 @@ pub async fn open_source(a: &SourceArgs, ssh: Option<Ssh>) -> Result<Source> {
         let config_path = a
             .mattermost_config
             .clone()
+            .filter(|p| !is_config_dsn(&p.to_string_lossy()))
             .unwrap_or_else(|| DEFAULT_REMOTE_CONFIG.into());
         Some(config_path.parent()?.parent()?.join(dir))
     });
+    let described = config.as_ref().map(|c| {
+        let from = match &a.mattermost_config {
+            Some(p) if is_config_dsn(&p.to_string_lossy()) => "config from its database".into(),
+            p => format!(
+                "config.json {} parsed",
+                p.as_ref()
+                    .map_or(DEFAULT_REMOTE_CONFIG.into(), |p| p.display().to_string())
+            ),
+        };
+        format!(
+            "{from}: {:?} database {}@{}:{}/{}, files in {}",
+            c.data_source.driver,
+            c.data_source.user,
+            c.data_source.host,
+            c.data_source.port,
+            c.data_source.database,
+            match c.file_driver.as_str() {
+                "amazons3" => c.s3_location.clone(),
+                _ => c.file_directory.clone(),
+            }
+        )
+    });
     if let Some(ssh) = &ssh {
-        if ds.host.starts_with('/') {
-            bail!("the database is on a Unix socket ({}); over SSH it needs a TCP address (--data-source)", ds.host);
-        }
-        let local = ssh.forward(&ds.host, ds.port).await?;
-        ds.host = local.ip().to_string();
-        ds.port = local.port();
+        forward(ssh, &mut ds).await?;
     }
-    Ok(Source { ds, files, ssh })
+    Ok(Source {
+        ds,
+        files,
+        ssh,
+        config: described,
+        notes,
+    })
 }
 
 /// The store paths of users' pictures and custom emoji.
@@ -191,25 +318,6 @@ pub async fn diagnose(a: &SourceArgs) -> bool {
             }
         };
     }
-    if let (Some(p), None) = (&a.mattermost_config, &a.ssh) {
-        match std::fs::read_to_string(p)
-            .map_err(anyhow::Error::from)
-            .and_then(|t| Ok(MattermostConfig::parse(&t, &[])?))
-        {
-            Ok(c) => println!(
-                "✓ config.json {} parsed: {:?} database at {}:{}, files in {}",
-                p.display(),
-                c.data_source.driver,
-                c.data_source.host,
-                c.data_source.port,
-                c.file_directory
-            ),
-            Err(e) => {
-                println!("✗ config.json {}: {e:#}", p.display());
-                return false;
-            }
-        }
-    }
     // One session: checked here, then used for the config, the forward and the files.
     let ssh = match connect_ssh(a).await {
         Ok(ssh) => {
@@ -230,6 +338,12 @@ pub async fn diagnose(a: &SourceArgs) -> bool {
             return false;
         }
     };
+    if let Some(c) = &src.config {
+        println!("✓ {c}");
+    }
+    for note in &src.notes {
+        println!("· {note}");
+    }
     let (ds, files) = (&src.ds, src.files.clone());
     let db = match MattermostDb::connect(ds).await {
         Ok(db) => {

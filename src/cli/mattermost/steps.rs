@@ -25,7 +25,7 @@ use transition_matrix::import::model::{Media, Room, RoomKind, User};
 use transition_matrix::matrix::keys::ServerKey;
 use transition_matrix::mattermost::db::{channels_at_once, MattermostDb};
 use transition_matrix::mattermost::export;
-use transition_matrix::mattermost::map::{room_id, workspace, Mapper};
+use transition_matrix::mattermost::map::{room_id, workspace, MapOptions, Mapper};
 use transition_matrix::mattermost::mapping;
 use transition_matrix::mattermost::rows::{MmChannel, Snapshot};
 use transition_matrix::progress::Progress;
@@ -235,7 +235,9 @@ impl Run<'_> {
         let files = a.archive.join("mattermost-files");
         eprintln!("reading the bulk export {} …", zip.display());
         let snap = export::read(zip, &files)?;
-        let mut ws = workspace(&snap, &map_options(a, Some(files))?);
+        let options = map_options(a, Some(files))?;
+        let mut ws = workspace(&snap, &options);
+        say_existing(&ws.users, &options);
         let mut forger = Forger::new(&ws.users, self.key, archive, &self.options)?;
         let (spaces, channels): (Vec<&Room>, Vec<&Room>) =
             ws.rooms.iter().partition(|r| r.kind == RoomKind::Space);
@@ -274,6 +276,9 @@ impl Run<'_> {
     ) -> Result<Option<ForgeSummary>> {
         let (a, archive) = (self.a, self.archive);
         let src = open_source(&a.source, connect_ssh(&a.source).await?).await?;
+        for note in &src.notes {
+            eprintln!("{note}");
+        }
         let ds = &src.ds;
         if let (Some(f), None) = (&src.files, &src.ssh) {
             if !f.is_dir() {
@@ -323,7 +328,9 @@ impl Run<'_> {
             }
             None => src.files.clone(),
         };
-        let mut mapper = Mapper::new(&meta, &map_options(a, files)?);
+        let options = map_options(a, files)?;
+        let mut mapper = Mapper::new(&meta, &options);
+        say_existing(&mapper.ws.users, &options);
         let mut forger = Forger::new(&mapper.ws.users, self.key, archive, &self.options)?;
         let media = std::mem::take(&mut mapper.ws.media);
         let spaces = std::mem::take(&mut mapper.ws.rooms);
@@ -385,5 +392,27 @@ impl Run<'_> {
         )?;
         messages_done(archive, &sum)?;
         Ok(Some(sum))
+    }
+}
+
+/// Names the users mapped onto accounts the target database had before (reported too).
+fn say_existing(users: &[User], options: &MapOptions) {
+    let onto: Vec<&str> = (users.iter())
+        .map(|u| u.user_id.as_str())
+        .filter(|id| options.existing_users.contains(*id))
+        .collect();
+    if !onto.is_empty() {
+        let shown: Vec<&str> = onto.iter().take(5).copied().collect();
+        eprintln!(
+            "{} Mattermost users map onto accounts the database already has ({}{}): their posts \
+             are sent as those accounts (import-report.json lists them as user-existing)",
+            onto.len(),
+            shown.join(", "),
+            if onto.len() > shown.len() {
+                ", …"
+            } else {
+                ""
+            }
+        );
     }
 }
