@@ -616,10 +616,25 @@ fn an_import_into_an_existing_database_signs_with_its_key() {
         "--backend",
         "sqlite",
     ]);
+    // Every user maps onto an account the database has: the import stops before forging,
+    // naming them, until told these are the same people.
+    let out = common::tm(&args, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("map onto accounts the database already has")
+            && stderr.contains("--merge-existing-accounts"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ed25519:mm1"),
+        "the database's key: {stderr}"
+    );
+    assert!(!fresh.join("rooms").exists(), "nothing forged");
+    args.push("--merge-existing-accounts");
     let out = common::tm(&args, &[]);
     let stdout = common::succeeded(&out, "import into an existing database");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("ed25519:mm1"), "{stderr}");
     let kept = std::fs::read_to_string(fresh.join("keys/signing.key")).unwrap();
     let given = std::fs::read_to_string(first._dir.path().join("signing.key")).unwrap();
     assert_eq!(kept, given, "the database's key, kept in the new archive");
@@ -1044,8 +1059,10 @@ impl FakeServer {
         std::fs::create_dir_all(install.join("bin")).unwrap();
         let exe = install.join("bin/mattermost");
         std::fs::copy("/bin/sleep", &exe).unwrap();
+        // `--`: a first argument that is not an option would make it a `mattermost` command
+        // (`mattermost export …`), not the server.
         let child = std::process::Command::new(&exe)
-            .arg("120")
+            .args(["--", "120"])
             .current_dir(install)
             .env("MM_SQLSETTINGS_DATASOURCE", env("TM_MM_PG_URL"))
             .spawn()
@@ -1187,7 +1204,16 @@ fn export_steps_make_the_same_archive_as_the_import() {
         args.extend(["--signing-key", key.to_str().unwrap()]);
         common::tm(&args, &[])
     };
-    let early = step("messages");
+    // Refused before it forged anything: its choice (--deleted redact) settles nothing, and the
+    // steps below (with the default, omit) go on.
+    let mut args = pg_args(&["export", "messages"], &dsn, &files, &archive);
+    args.extend([
+        "--signing-key",
+        key.to_str().unwrap(),
+        "--deleted",
+        "redact",
+    ]);
+    let early = common::tm(&args, &[]);
     assert!(!early.status.success());
     let err = String::from_utf8_lossy(&early.stderr);
     assert!(

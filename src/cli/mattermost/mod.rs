@@ -70,7 +70,14 @@ pub struct SourceArgs {
     /// DSN Mattermost keeps its config in (its MM_CONFIG). The MM_* settings of the running
     /// server of that install (its process environment, or its systemd unit), then this
     /// command's own MM_* variables, override it as they do for the server.
-    #[arg(long, value_name = "PATH|DSN")]
+    /// (A DSN with a password is better passed in TM_MATTERMOST_CONFIG than on the command
+    /// line, where `ps` shows it.)
+    #[arg(
+        long,
+        value_name = "PATH|DSN",
+        env = "TM_MATTERMOST_CONFIG",
+        hide_env_values = true
+    )]
     pub mattermost_config: Option<PathBuf>,
     /// The database, in either of Mattermost's DataSource forms (overrides config.json).
     #[arg(
@@ -146,6 +153,11 @@ pub struct ForgeArgs {
     /// {"jdoe": "john.doe"}; everyone else keeps their username.
     #[arg(long, value_name = "FILE")]
     pub user_map: Option<PathBuf>,
+    /// Send the posts of Mattermost users whose Matrix id is an account the Conduit database
+    /// (--conduit-db) already has as that account. Without it, such an import stops before it
+    /// forges anything and names them: map them elsewhere with --user-map, or pass this.
+    #[arg(long)]
+    pub merge_existing_accounts: bool,
     /// Room version of the new rooms.
     #[arg(long, default_value = "10")]
     pub room_version: String,
@@ -257,14 +269,24 @@ fn server_key(
 /// [`MapOptions::existing_users`]), kept in the archive so a resumed run reports the same.
 const EXISTING_ACCOUNTS: &str = "existing-accounts.json";
 
-/// Records the accounts of an existing target database, once, before this archive forges
-/// anything (later, the database also holds the accounts this import wrote).
+/// Records the accounts of an existing target database before this archive forges anything
+/// (later, the database also holds the accounts this import wrote). A record from a run that
+/// forged nothing is taken again: --conduit-db may have changed since.
 fn record_existing_accounts(
     archive: &Archive,
     (database, backend): (&Path, Backend),
 ) -> Result<()> {
     let path = archive.root().join(EXISTING_ACCOUNTS);
-    if path.is_file() || same_run::begun(archive) || !database_exists(database, backend) {
+    if same_run::begun(archive)? {
+        return Ok(());
+    }
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot remove {}", path.display()))
+        }
+        _ => {}
+    }
+    if !database_exists(database, backend) {
         return Ok(());
     }
     transition_matrix::conduit::store::refuse_if_open(database)?;
@@ -330,7 +352,7 @@ fn map_options(a: &ForgeArgs, files: Option<PathBuf>) -> Result<MapOptions> {
 
 async fn import(a: ImportArgs) -> Result<i32> {
     let archive = Archive::create(&a.forge.archive)?;
-    same_run::check(&a.forge, &archive)?;
+    same_run::check(&a.forge, &archive, true)?;
     let target_db = a.conduit_db.as_deref().map(|d| (d, a.backend));
     if let Some(t) = target_db {
         record_existing_accounts(&archive, t)?;
@@ -364,7 +386,7 @@ async fn import(a: ImportArgs) -> Result<i32> {
 
 async fn export(a: ExportArgs) -> Result<i32> {
     let archive = Archive::create(&a.forge.archive)?;
-    same_run::check(&a.forge, &archive)?;
+    same_run::check(&a.forge, &archive, a.step.runs(Step::Messages))?;
     let key = server_key(&a.forge, &archive, None)?;
     if let Some(s) = steps::run(&a.forge, &archive, &key, a.step, None, &mut None).await? {
         println!(

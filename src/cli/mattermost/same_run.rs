@@ -3,22 +3,32 @@
 //! sit beside the earlier ones in one archive, and the writer would put both into Conduit.
 
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
-use transition_matrix::archive::{fsutil, Archive};
+use transition_matrix::archive::{fsutil, Archive, Checkpoint, ItemKind};
 
 use super::{DeletedArg, ForgeArgs};
 
-/// Where the first run's choices are kept.
+/// Where the choices are kept.
 const FILE: &str = "mattermost-options.json";
 
-/// Whether a run has forged into `archive` yet.
-pub fn begun(archive: &Archive) -> bool {
-    archive.checkpoint_path().is_file() || archive.root().join("rooms").is_dir()
+/// Whether a run has forged into `archive` yet: a step, room, user or media item is recorded.
+/// (The key's entry comes first of all, before anything is read: it does not count.)
+pub fn begun(archive: &Archive) -> Result<bool> {
+    let checkpoint = Checkpoint::open(&archive.checkpoint_path())?;
+    Ok([
+        ItemKind::Step,
+        ItemKind::Room,
+        ItemKind::User,
+        ItemKind::Media,
+    ]
+    .into_iter()
+    .any(|k| !checkpoint.entries(k).is_empty()))
 }
 
-/// The choices of this run that shape what is forged.
-fn choices(a: &ForgeArgs) -> Result<Value> {
+/// The choices of this run that shape what it forges. `--deleted` only matters to the
+/// messages step, so only a run that forges messages sets it.
+fn choices(a: &ForgeArgs, forges_messages: bool) -> Result<Map<String, Value>> {
     let user_map: Value = match &a.user_map {
         Some(p) => serde_json::from_str(
             &std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
@@ -26,40 +36,40 @@ fn choices(a: &ForgeArgs) -> Result<Value> {
         .with_context(|| format!("{}: expected a JSON object", p.display()))?,
         None => json!({}),
     };
-    Ok(json!({
-        "--server-name": a.server_name,
-        "--room-version": a.room_version,
-        "--deleted": match a.deleted { DeletedArg::Omit => "omit", DeletedArg::Redact => "redact" },
-        "--user-map": user_map,
-        "--no-files": a.source.no_files,
-        "--export": a.source.export.is_some(),
-    }))
+    let mut c = Map::new();
+    c.insert("--server-name".into(), json!(a.server_name));
+    c.insert("--room-version".into(), json!(a.room_version));
+    c.insert("--user-map".into(), user_map);
+    c.insert("--no-files".into(), json!(a.source.no_files));
+    c.insert("--export".into(), json!(a.source.export.is_some()));
+    if forges_messages {
+        let deleted = match a.deleted {
+            DeletedArg::Omit => "omit",
+            DeletedArg::Redact => "redact",
+        };
+        c.insert("--deleted".into(), json!(deleted));
+    }
+    Ok(c)
 }
 
-/// Records this run's choices in a new archive; in an archive begun before, refuses choices
-/// that differ from that run's, naming each one.
-pub fn check(a: &ForgeArgs, archive: &Archive) -> Result<()> {
+/// Records this run's choices; in an archive a run has forged into, refuses choices that
+/// differ from the recorded ones, naming each.
+pub fn check(a: &ForgeArgs, archive: &Archive, forges_messages: bool) -> Result<()> {
     let path = archive.root().join(FILE);
-    let now = choices(a)?;
-    // Until a run has forged something, the choices are not settled yet: a run that stopped
-    // on a wrong --data-source may be redone with other ones.
-    if !path.is_file() || !begun(archive) {
-        fsutil::write_atomic(&path, serde_json::to_string_pretty(&now)?.as_bytes(), false)?;
-        return Ok(());
+    let now = choices(a, forges_messages)?;
+    let mut recorded = Map::new();
+    // Until a run has forged something, nothing is settled: a run that stopped on a wrong
+    // --data-source, say, may be redone with other choices.
+    if path.is_file() && begun(archive)? {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        recorded = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a JSON object", path.display()))?;
     }
-    let before: Value = serde_json::from_str(
-        &std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?,
-    )
-    .with_context(|| format!("{} is not JSON", path.display()))?;
-    let differ: Vec<String> = (now.as_object().into_iter().flatten())
-        .filter(|(k, v)| before.get(k.as_str()).is_some_and(|b| b != *v))
-        .map(|(k, v)| {
-            format!(
-                "{k} {} (this run: {})",
-                short(&before[k.as_str()]),
-                short(v)
-            )
+    let differ: Vec<String> = (now.iter())
+        .filter_map(|(k, v)| {
+            let before = recorded.get(k).filter(|b| *b != v)?;
+            Some(format!("{k} {} (this run: {})", short(before), short(v)))
         })
         .collect();
     if !differ.is_empty() {
@@ -69,6 +79,18 @@ pub fn check(a: &ForgeArgs, archive: &Archive) -> Result<()> {
             a.archive.display(),
             differ.join("; ")
         );
+    }
+    // Choices first made by this run (--deleted at the first messages run) join the record.
+    let before = recorded.len();
+    for (k, v) in now {
+        recorded.entry(k).or_insert(v);
+    }
+    if recorded.len() != before || !path.is_file() {
+        fsutil::write_atomic(
+            &path,
+            serde_json::to_string_pretty(&recorded)?.as_bytes(),
+            false,
+        )?;
     }
     Ok(())
 }

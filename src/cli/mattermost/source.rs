@@ -13,7 +13,7 @@ use transition_matrix::mattermost::export;
 use transition_matrix::mattermost::map::store_relative;
 use transition_matrix::mattermost::rows::{MmFile, Snapshot};
 use transition_matrix::mattermost::server_env::{self, ServerEnv};
-use transition_matrix::ssh::{Ssh, SshAuth, SshOptions};
+use transition_matrix::ssh::{shell_quote, Ssh, SshAuth, SshOptions};
 use zeroize::Zeroizing;
 
 use super::{DriverArg, SourceArgs};
@@ -95,14 +95,24 @@ async fn discover_config(
         .map_or_else(|| "/".to_owned(), |p| p.display().to_string());
     let server = server_environment(&install, &path, ssh).await;
     notes.push(server.describe(&install));
-    let mut env = server.vars().to_vec();
-    env.extend(own);
-    if let Some((_, dsn)) = env.iter().rev().find(|(k, _)| k == "MM_CONFIG") {
-        if is_config_dsn(dsn) {
+    // The server's MM_CONFIG says where its config really is (Mattermost: --config, then
+    // MM_CONFIG, then config/config.json).
+    match server.config_location() {
+        Some(dsn) if is_config_dsn(dsn) => {
             notes.push("config read from the database the server's MM_CONFIG names".into());
             text = config_from_database(dsn, ssh).await?;
         }
+        Some(file) => {
+            let file = Path::new(&install).join(file).display().to_string();
+            if file != path {
+                notes.push(format!("config read from {file}, the server's MM_CONFIG"));
+                text = read_config(&file, ssh).await?;
+            }
+        }
+        None => {}
     }
+    let mut env = server.vars().to_vec();
+    env.extend(own);
     Ok(MattermostConfig::parse(&text, &env)?)
 }
 
@@ -122,7 +132,10 @@ async fn read_config(path: &str, ssh: Option<&Ssh>) -> Result<String> {
 async fn server_environment(install: &str, config: &str, ssh: Option<&Ssh>) -> ServerEnv {
     let script = server_env::script(install, config);
     let out = match ssh {
-        Some(ssh) => ssh.run(&script).await.map(|(_, out, _)| out).ok(),
+        // The login shell may not be a POSIX one (fish, csh): the script gets sh.
+        Some(ssh) => (ssh.run(&format!("sh -c {}", shell_quote(&script))).await)
+            .map(|(_, out, _)| out)
+            .ok(),
         None => std::process::Command::new("sh")
             .arg("-c")
             .arg(&script)
@@ -130,7 +143,9 @@ async fn server_environment(install: &str, config: &str, ssh: Option<&Ssh>) -> S
             .ok()
             .map(|o| o.stdout),
     };
-    out.map_or(ServerEnv::NotFound, |o| server_env::parse(&o))
+    // The output holds the server's whole environment, other secrets too: not kept.
+    let out = out.map(Zeroizing::new);
+    out.map_or(ServerEnv::Failed, |o| server_env::parse(&o))
 }
 
 /// The config Mattermost keeps in a database (`dsn`, as seen from its host).

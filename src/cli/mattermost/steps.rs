@@ -44,7 +44,7 @@ pub enum Step {
 }
 
 impl Step {
-    fn runs(self, step: Step) -> bool {
+    pub(super) fn runs(self, step: Step) -> bool {
         self == Step::All || self == step
     }
 
@@ -237,7 +237,7 @@ impl Run<'_> {
         let snap = export::read(zip, &files)?;
         let options = map_options(a, Some(files))?;
         let mut ws = workspace(&snap, &options);
-        say_existing(&ws.users, &options);
+        existing_accounts(&ws.users, &options, a.merge_existing_accounts)?;
         let mut forger = Forger::new(&ws.users, self.key, archive, &self.options)?;
         let (spaces, channels): (Vec<&Room>, Vec<&Room>) =
             ws.rooms.iter().partition(|r| r.kind == RoomKind::Space);
@@ -330,7 +330,7 @@ impl Run<'_> {
         };
         let options = map_options(a, files)?;
         let mut mapper = Mapper::new(&meta, &options);
-        say_existing(&mapper.ws.users, &options);
+        existing_accounts(&mapper.ws.users, &options, a.merge_existing_accounts)?;
         let mut forger = Forger::new(&mapper.ws.users, self.key, archive, &self.options)?;
         let media = std::mem::take(&mut mapper.ws.media);
         let spaces = std::mem::take(&mut mapper.ws.rooms);
@@ -395,24 +395,37 @@ impl Run<'_> {
     }
 }
 
-/// Names the users mapped onto accounts the target database had before (reported too).
-fn say_existing(users: &[User], options: &MapOptions) {
+/// Names the users mapped onto accounts the target database had before (each reported too),
+/// and stops unless told to merge them: the posts would be sent as accounts that may be
+/// someone else's, and once forged the choice cannot be taken back.
+fn existing_accounts(users: &[User], options: &MapOptions, merge: bool) -> Result<()> {
     let onto: Vec<&str> = (users.iter())
         .map(|u| u.user_id.as_str())
         .filter(|id| options.existing_users.contains(*id))
         .collect();
-    if !onto.is_empty() {
-        let shown: Vec<&str> = onto.iter().take(5).copied().collect();
-        eprintln!(
-            "{} Mattermost users map onto accounts the database already has ({}{}): their posts \
-             are sent as those accounts (import-report.json lists them as user-existing)",
-            onto.len(),
-            shown.join(", "),
-            if onto.len() > shown.len() {
-                ", …"
-            } else {
-                ""
-            }
+    if onto.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<&str> = onto.iter().take(5).copied().collect();
+    let more = if onto.len() > shown.len() {
+        ", …"
+    } else {
+        ""
+    };
+    let which = format!(
+        "{} Mattermost users map onto accounts the database already has ({}{more})",
+        onto.len(),
+        shown.join(", ")
+    );
+    if !merge {
+        bail!(
+            "{which}: their posts would be sent as those accounts. If they are the same people \
+             (a Synapse migration of the same organisation, say), pass --merge-existing-accounts; \
+             else map them to other names with --user-map"
         );
     }
+    eprintln!(
+        "{which}: their posts are sent as those accounts (import-report.json: user-existing)"
+    );
+    Ok(())
 }
