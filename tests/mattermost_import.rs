@@ -796,6 +796,66 @@ fn the_bulk_export_gives_the_same_rooms_and_messages() {
     assert!(from_export.len() >= from_db.len() - archived.len());
 }
 
+/// A bulk export whose import.jsonl has a byte that is not UTF-8 (a line edited by hand, a
+/// tool's bug): each bad byte becomes U+FFFD and the report says which line; the rest imports.
+#[test]
+fn a_line_that_is_not_utf8_costs_a_character_not_the_import() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.zip");
+    let mut src = zip::ZipArchive::new(std::fs::File::open(env("TM_MM_EXPORT")).unwrap()).unwrap();
+    let mut out = zip::ZipWriter::new(std::fs::File::create(&broken).unwrap());
+    for i in 0..src.len() {
+        let mut entry = src.by_index(i).unwrap();
+        let name = entry.name().to_owned();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        if name == "import.jsonl" {
+            let (good, bad) = (
+                b"*is heading to lunch*".as_slice(),
+                b"*is heading \xff\xfe to lunch*",
+            );
+            let at = bytes
+                .windows(good.len())
+                .position(|w| w == good)
+                .expect("the fixture's post");
+            bytes.splice(at..at + good.len(), bad.iter().copied());
+        }
+        if entry.is_dir() {
+            out.add_directory(name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+        } else {
+            out.start_file(name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            out.write_all(&bytes).unwrap();
+        }
+    }
+    out.finish().unwrap();
+    let archive = dir.path().join("archive");
+    tm_ok(&[
+        "mattermost",
+        "import",
+        "--export",
+        broken.to_str().unwrap(),
+        "--server-name",
+        SERVER,
+        "--archive",
+        archive.to_str().unwrap(),
+    ]);
+    let bodies: Vec<String> = (messages_by_room(&archive).into_values().flatten())
+        .map(|(_, _, body)| body)
+        .collect();
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b.contains("heading \u{FFFD}\u{FFFD} to lunch")),
+        "the post kept, the bad bytes replaced: {bodies:?}"
+    );
+    let report = std::fs::read_to_string(archive.join("import-report.json")).unwrap();
+    assert_eq!(report.matches("invalid-utf8").count(), 1, "{report}");
+    assert!(report.contains("import.jsonl:"), "{report}");
+}
+
 fn ssh_args<'a>(known_hosts: &'a str, key: &'a str, target: &'a str) -> Vec<&'a str> {
     vec![
         "--ssh",

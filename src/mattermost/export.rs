@@ -70,8 +70,19 @@ pub fn read(zip_path: &Path, files_dir: &Path) -> Result<Snapshot> {
         .by_name("import.jsonl")
         .map_err(|_| bad(zip_path, "no import.jsonl: not a Mattermost bulk export"))?;
     let mut r = Reader::default();
-    for (n, line) in BufReader::new(entry).lines().enumerate() {
+    for (n, line) in BufReader::new(entry).split(b'\n').enumerate() {
         let line = line.map_err(|e| bad(zip_path, format!("import.jsonl line {}: {e}", n + 1)))?;
+        let line = match String::from_utf8(line) {
+            Ok(line) => line,
+            Err(e) => {
+                r.snap.repaired.push((
+                    format!("import.jsonl:{}", n + 1),
+                    "import.jsonl line is not UTF-8: read with U+FFFD for each bad byte sequence"
+                        .into(),
+                ));
+                String::from_utf8_lossy(e.as_bytes()).into_owned()
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }

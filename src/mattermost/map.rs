@@ -143,6 +143,13 @@ impl Mapper {
             source_version: snap.version.clone(),
             ..Default::default()
         };
+        for (id, reason) in &snap.repaired {
+            ws.skipped.push(Skip {
+                kind: "invalid-utf8",
+                id: id.clone(),
+                reason: reason.clone(),
+            });
+        }
         let file = |rel: &str| store_file(&o.files, rel);
 
         // Users (collisions get the id's start appended, and are reported).

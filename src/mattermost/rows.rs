@@ -18,6 +18,10 @@ pub struct Snapshot {
     pub reactions: Vec<MmReaction>,
     pub files: Vec<MmFile>,
     pub emoji: Vec<MmEmoji>,
+    /// Text that was not UTF-8, read with each bad byte sequence as U+FFFD: where (an id for
+    /// the report) and what was done. A wrong byte in years of chat costs that character, not
+    /// the import.
+    pub repaired: Vec<(String, String)>,
 }
 
 #[derive(Clone, Default)]
