@@ -5,6 +5,7 @@ mod same_run;
 mod source;
 mod steps;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 
@@ -274,10 +275,11 @@ const EXISTING_ACCOUNTS: &str = "existing-accounts.json";
 /// forged nothing is taken again: --conduit-db may have changed since.
 fn record_existing_accounts(
     archive: &Archive,
-    (database, backend): (&Path, Backend),
+    target: (&Path, Backend),
+    begun: bool,
 ) -> Result<()> {
     let path = archive.root().join(EXISTING_ACCOUNTS);
-    if same_run::begun(archive)? {
+    if begun {
         return Ok(());
     }
     match std::fs::remove_file(&path) {
@@ -286,13 +288,10 @@ fn record_existing_accounts(
         }
         _ => {}
     }
-    if !database_exists(database, backend) {
+    let Some(mut db) = existing_database(target)? else {
         return Ok(());
-    }
-    transition_matrix::conduit::store::refuse_if_open(database)?;
-    let accounts = backend
-        .open(database)?
-        .scan_prefix("userid_password", b"")?;
+    };
+    let accounts = db.scan_prefix("userid_password", b"")?;
     let users: Vec<String> = (accounts.into_iter())
         .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
         .collect();
@@ -300,39 +299,50 @@ fn record_existing_accounts(
     Ok(())
 }
 
-fn database_exists(database: &Path, backend: Backend) -> bool {
-    match backend {
+/// The Conduit database written into, opened when it exists already (and Conduit does not
+/// have it open).
+fn existing_database(
+    (database, backend): (&Path, Backend),
+) -> Result<Option<Box<dyn transition_matrix::conduit::store::Store + Send>>> {
+    let exists = match backend {
         Backend::Rocksdb => database.join("CURRENT").is_file(),
         Backend::Sqlite => database.join("conduit.db").is_file(),
-    }
-}
-
-/// The server key of an existing Conduit database, if it has one.
-fn database_key((database, backend): (&Path, Backend)) -> Result<Option<ServerKey>> {
-    if !database_exists(database, backend) {
+    };
+    if !exists {
         return Ok(None);
     }
     transition_matrix::conduit::store::refuse_if_open(database)?;
-    let stored = backend.open(database)?.get("global", b"keypair")?;
+    Ok(Some(backend.open(database)?))
+}
+
+/// The server key of an existing Conduit database, if it has one.
+fn database_key(target: (&Path, Backend)) -> Result<Option<ServerKey>> {
+    let Some(mut db) = existing_database(target)? else {
+        return Ok(None);
+    };
+    let stored = db.get("global", b"keypair")?;
     Ok(stored
         .map(|v| ServerKey::from_conduit_keypair(&v))
         .transpose()?)
 }
 
-fn map_options(a: &ForgeArgs, files: Option<PathBuf>) -> Result<MapOptions> {
-    let user_map = match &a.user_map {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read {}", p.display()))?;
-            serde_json::from_str(&text).with_context(|| {
-                format!(
-                    "{}: expected a JSON object of username → localpart",
-                    p.display()
-                )
-            })?
-        }
-        None => Default::default(),
+/// The `--user-map` file: Mattermost username → Matrix localpart (or user id).
+fn user_map(a: &ForgeArgs) -> Result<HashMap<String, String>> {
+    let Some(p) = &a.user_map else {
+        return Ok(Default::default());
     };
+    let text =
+        std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: expected a JSON object of username → localpart",
+            p.display()
+        )
+    })
+}
+
+fn map_options(a: &ForgeArgs, files: Option<PathBuf>) -> Result<MapOptions> {
+    let user_map = user_map(a)?;
     let existing = a.archive.join(EXISTING_ACCOUNTS);
     let existing_users = match existing.is_file() {
         true => fsutil::read_json(&existing)?,
@@ -352,10 +362,11 @@ fn map_options(a: &ForgeArgs, files: Option<PathBuf>) -> Result<MapOptions> {
 
 async fn import(a: ImportArgs) -> Result<i32> {
     let archive = Archive::create(&a.forge.archive)?;
-    same_run::check(&a.forge, &archive, true)?;
+    let begun = same_run::begun(&archive)?;
+    same_run::check(&a.forge, &archive, begun, true)?;
     let target_db = a.conduit_db.as_deref().map(|d| (d, a.backend));
     if let Some(t) = target_db {
-        record_existing_accounts(&archive, t)?;
+        record_existing_accounts(&archive, t, begun)?;
     }
     let key = server_key(&a.forge, &archive, target_db)?;
     let target = a.conduit_db.clone().map(|database| Target {
@@ -386,7 +397,8 @@ async fn import(a: ImportArgs) -> Result<i32> {
 
 async fn export(a: ExportArgs) -> Result<i32> {
     let archive = Archive::create(&a.forge.archive)?;
-    same_run::check(&a.forge, &archive, a.step.runs(Step::Messages))?;
+    let begun = same_run::begun(&archive)?;
+    same_run::check(&a.forge, &archive, begun, a.step.runs(Step::Messages))?;
     let key = server_key(&a.forge, &archive, None)?;
     if let Some(s) = steps::run(&a.forge, &archive, &key, a.step, None, &mut None).await? {
         println!(

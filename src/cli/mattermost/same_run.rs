@@ -3,11 +3,12 @@
 //! sit beside the earlier ones in one archive, and the writer would put both into Conduit.
 
 use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
 use serde_json::{json, Map, Value};
 
 use transition_matrix::archive::{fsutil, Archive, Checkpoint, ItemKind};
 
-use super::{DeletedArg, ForgeArgs};
+use super::{user_map, ForgeArgs};
 
 /// Where the choices are kept.
 const FILE: &str = "mattermost-options.json";
@@ -29,24 +30,17 @@ pub fn begun(archive: &Archive) -> Result<bool> {
 /// The choices of this run that shape what it forges. `--deleted` only matters to the
 /// messages step, so only a run that forges messages sets it.
 fn choices(a: &ForgeArgs, forges_messages: bool) -> Result<Map<String, Value>> {
-    let user_map: Value = match &a.user_map {
-        Some(p) => serde_json::from_str(
-            &std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
-        )
-        .with_context(|| format!("{}: expected a JSON object", p.display()))?,
-        None => json!({}),
-    };
     let mut c = Map::new();
     c.insert("--server-name".into(), json!(a.server_name));
     c.insert("--room-version".into(), json!(a.room_version));
-    c.insert("--user-map".into(), user_map);
+    c.insert("--user-map".into(), json!(user_map(a)?));
     c.insert("--no-files".into(), json!(a.source.no_files));
     c.insert("--export".into(), json!(a.source.export.is_some()));
     if forges_messages {
-        let deleted = match a.deleted {
-            DeletedArg::Omit => "omit",
-            DeletedArg::Redact => "redact",
-        };
+        let deleted = a
+            .deleted
+            .to_possible_value()
+            .map(|v| v.get_name().to_owned());
         c.insert("--deleted".into(), json!(deleted));
     }
     Ok(c)
@@ -54,13 +48,13 @@ fn choices(a: &ForgeArgs, forges_messages: bool) -> Result<Map<String, Value>> {
 
 /// Records this run's choices; in an archive a run has forged into, refuses choices that
 /// differ from the recorded ones, naming each.
-pub fn check(a: &ForgeArgs, archive: &Archive, forges_messages: bool) -> Result<()> {
+pub fn check(a: &ForgeArgs, archive: &Archive, begun: bool, forges_messages: bool) -> Result<()> {
     let path = archive.root().join(FILE);
     let now = choices(a, forges_messages)?;
     let mut recorded = Map::new();
     // Until a run has forged something, nothing is settled: a run that stopped on a wrong
     // --data-source, say, may be redone with other choices.
-    if path.is_file() && begun(archive)? {
+    if path.is_file() && begun {
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         recorded = serde_json::from_str(&text)
