@@ -152,6 +152,7 @@ fn reaction_key(name: &str) -> String {
         "white_check_mark" => "✅".into(),
         "eyes" => "👀".into(),
         "rocket" => "🚀".into(),
+        "thinking_face" => "🤔".into(),
         "partyparrot" | "shipit" | "oldlogo" => format!(":{name}:"),
         other => panic!("the test does not know the emoji {other:?}: add it"),
     }
@@ -188,6 +189,7 @@ fn postgres_import_verifies_and_reads_back_as_the_fixture() {
     let mut store = SqliteStore::open(&imp.db).unwrap();
     let channels = f["channels"].as_array().unwrap();
     let (mut threads_checked, mut reactions_seen, mut files_seen) = (0, 0, 0);
+    let (mut archived_checked, mut topics_checked) = (0, 0);
     let mut orphans = Vec::new();
     for c in channels {
         let cid = c["id"].as_str().unwrap();
@@ -343,11 +345,38 @@ fn postgres_import_verifies_and_reads_back_as_the_fixture() {
         }
         if c["archived"].as_bool().unwrap() {
             let ev = &state[&("m.room.power_levels".to_owned(), String::new())];
-            assert_eq!(
-                by_id[ev.as_str()]["content"]["events_default"],
-                100,
-                "archived is read-only"
+            let pl = &by_id[ev.as_str()]["content"];
+            assert_eq!(pl["events_default"], 100, "archived is read-only");
+            read_only_for_every_member(pl, &joined, &c["name"]);
+            archived_checked += 1;
+        }
+        // The topic: the header, then the purpose (Mattermost shows both; neither is lost).
+        if matches!(c["type"].as_str(), Some("O" | "P")) {
+            let (header, purpose) = (
+                c["header"].as_str().unwrap(),
+                c["purpose"].as_str().unwrap(),
             );
+            let want = match (header, purpose) {
+                ("", p) => p.to_owned(),
+                (h, "") => h.to_owned(),
+                (h, p) => format!("{h}\n\n{p}"),
+            };
+            let topic = state
+                .get(&("m.room.topic".to_owned(), String::new()))
+                .map(|ev| by_id[ev.as_str()]["content"]["topic"].as_str().unwrap());
+            assert_eq!(topic.unwrap_or(""), want, "topic of {}", c["name"]);
+            if !header.is_empty() && !purpose.is_empty() {
+                topics_checked += 1;
+            }
+            // A purpose change is a topic change, at its time, by whoever made it.
+            for p in c["posts"].as_array().unwrap() {
+                if p["type"] == "system_purpose_change" {
+                    let ev = &by_id[map[p["id"].as_str().unwrap()].as_str()];
+                    assert_eq!(ev["type"], "m.room.topic", "{}", p["id"]);
+                    assert_eq!(ev["sender"], uid(p["user"].as_str().unwrap()));
+                    assert_eq!(ev["origin_server_ts"], p["create_at"]);
+                }
+            }
         }
         // Who may enter: the channel's own rule, which only moderators may change (members may
         // rename a channel and change its topic, as in Mattermost, but not open it).
@@ -376,6 +405,14 @@ fn postgres_import_verifies_and_reads_back_as_the_fixture() {
         }
     }
     assert!(threads_checked >= 5, "threads checked: {threads_checked}");
+    assert!(
+        archived_checked >= 1,
+        "archived channels checked: {archived_checked}"
+    );
+    assert!(
+        topics_checked >= 2,
+        "channels with header and purpose: {topics_checked}"
+    );
     // What the forge left out or changed is in the one report, beside what the mapping left out.
     let report = std::fs::read_to_string(imp.archive.join("import-report.json")).unwrap();
     assert!(!orphans.is_empty());
@@ -389,6 +426,7 @@ fn postgres_import_verifies_and_reads_back_as_the_fixture() {
     assert!(files_seen >= 4, "files seen: {files_seen}");
 
     // Edits: the first version at the post's time, each later one as an m.replace.
+    let mut edit_rows_not_edits = 0;
     for e in f["edits"].as_array().unwrap() {
         let id = e["id"].as_str().unwrap();
         let c = channels
@@ -421,18 +459,66 @@ fn postgres_import_verifies_and_reads_back_as_the_fixture() {
             assert_eq!(ed["content"]["m.new_content"]["body"], versions[k + 1]);
             assert_eq!(ed["origin_server_ts"], e["times"][k + 1]);
         }
+        edit_rows_not_edits += e["history"].as_array().unwrap().len() - versions.len();
+    }
+    // Pins, unpins and props changes leave history rows with the text unchanged: no m.replace
+    // for them, neither on edited posts (above) nor on posts never edited ("(edited)" on a
+    // post nobody edited, entries with the wrong times).
+    assert!(edit_rows_not_edits >= 2, "{edit_rows_not_edits}");
+    let updated = f["updated_not_edited"].as_array().unwrap();
+    assert!(updated.len() >= 2, "{updated:?}");
+    for id in updated {
+        let id = id.as_str().unwrap();
+        let c = channels
+            .iter()
+            .find(|c| c["post_ids"].as_array().unwrap().iter().any(|p| p == id))
+            .unwrap();
+        let room_id = format!("!mm_{}:{SERVER}", c["id"].as_str().unwrap());
+        let pdus = reader::timeline_pdus(&mut store, &room_id).unwrap();
+        let ev_id = &mapping(&imp.archive, c["id"].as_str().unwrap())[id];
+        let replaces: Vec<&Value> = pdus
+            .iter()
+            .filter(|p| p["content"]["m.relates_to"]["event_id"] == ev_id.as_str())
+            .filter(|p| p["content"]["m.relates_to"]["rel_type"] == "m.replace")
+            .collect();
+        assert!(replaces.is_empty(), "{id} was never edited: {replaces:?}");
+        let post = c["posts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == id)
+            .unwrap();
+        let orig = pdus
+            .iter()
+            .find(|p| p["event_id"] == ev_id.as_str())
+            .unwrap();
+        assert_eq!(orig["content"]["body"].as_str(), post["message"].as_str());
     }
 
-    // Spaces: one per team, holding its public channels.
+    // Spaces: one per team, holding its channels, public and private (the hierarchy shows a
+    // private one to its members only), each pointing back to its space.
+    let mut private_children = 0;
     for t in f["teams"].as_array().unwrap() {
         let room_id = format!("!mm_{}:{SERVER}", t["id"].as_str().unwrap());
         let state = reader::current_state(&mut store, &room_id).unwrap();
-        let children = state.keys().filter(|(k, _)| k == "m.space.child").count();
-        let public = channels
+        let children: BTreeSet<String> = state
+            .keys()
+            .filter(|(k, _)| k == "m.space.child")
+            .map(|(_, child)| child.clone())
+            .collect();
+        let team_channels: BTreeSet<String> = channels
             .iter()
-            .filter(|c| c["team_id"] == t["id"] && c["type"] == "O")
-            .count();
-        assert_eq!(children, public, "children of space {}", t["name"]);
+            .filter(|c| c["team_id"] == t["id"] && matches!(c["type"].as_str(), Some("O" | "P")))
+            .map(|c| format!("!mm_{}:{SERVER}", c["id"].as_str().unwrap()))
+            .collect();
+        assert_eq!(children, team_channels, "children of space {}", t["name"]);
+        for c in channels.iter().filter(|c| c["team_id"] == t["id"]) {
+            let child = format!("!mm_{}:{SERVER}", c["id"].as_str().unwrap());
+            let child_state = reader::current_state(&mut store, &child).unwrap();
+            let parent = child_state.get(&("m.space.parent".to_owned(), room_id.clone()));
+            assert!(parent.is_some(), "{} points to its space", c["name"]);
+            private_children += (c["type"] == "P") as usize;
+        }
         // Open teams are spaces anyone on the server may join; invite-only teams are not.
         let rules = &state[&("m.room.join_rules".to_owned(), String::new())];
         let pdus = reader::timeline_pdus(&mut store, &room_id).unwrap();
@@ -443,6 +529,10 @@ fn postgres_import_verifies_and_reads_back_as_the_fixture() {
         let want = if t["type"] == "O" { "public" } else { "invite" };
         assert_eq!(rule, want, "join rule of space {}", t["name"]);
     }
+    assert!(
+        private_children >= 2,
+        "private channels in spaces: {private_children}"
+    );
 
     // Users: deactivated stay deactivated, the bot is marked, DMs are in m.direct.
     let archive = Archive::open(&imp.archive).unwrap();
@@ -475,6 +565,86 @@ fn postgres_import_verifies_and_reads_back_as_the_fixture() {
             assert!(direct.contains(&room_id), "m.direct of {m} lists {room_id}");
         }
     }
+}
+
+/// An archived channel's power levels: no member may post, react, redact or change state
+/// (Mattermost's archive is read-only for everyone, its channel admins included), and someone
+/// outside the room keeps 100 so an admin can reopen it.
+fn read_only_for_every_member(pl: &Value, members: &BTreeSet<String>, name: &Value) {
+    let level = |u: &str| {
+        pl["users"][u]
+            .as_i64()
+            .unwrap_or_else(|| pl["users_default"].as_i64().unwrap())
+    };
+    let mut needed: Vec<(String, i64)> = ["events_default", "state_default", "redact"]
+        .iter()
+        .map(|k| (k.to_string(), pl[k].as_i64().unwrap()))
+        .collect();
+    for (kind, l) in pl["events"].as_object().unwrap() {
+        needed.push((kind.clone(), l.as_i64().unwrap()));
+    }
+    assert!(!members.is_empty());
+    for m in members {
+        for (what, l) in &needed {
+            assert!(
+                level(m) < *l,
+                "{m} may still send {what} in archived {name}: {pl}"
+            );
+        }
+    }
+    let keepers: Vec<&String> = (pl["users"].as_object().unwrap().iter())
+        .filter(|(u, l)| l.as_i64() == Some(100) && !members.contains(*u))
+        .map(|(u, _)| u)
+        .collect();
+    assert!(
+        !keepers.is_empty(),
+        "nobody can reopen archived {name}: {pl}"
+    );
+}
+
+/// Every event of every forged room passes the spec's authorization rules against the state
+/// before it: the archived rooms' power levels too (the creator lowers their own level, the
+/// keepers get 100), and each topic change by a member.
+#[test]
+fn every_forged_event_passes_the_auth_rules() {
+    use transition_matrix::matrix::pdu;
+    use transition_matrix::matrix::state::{StateEvent, StateTracker};
+    let imp = postgres();
+    let archive = Archive::open(&imp.archive).unwrap();
+    let rules = pdu::rules_for("10").unwrap();
+    let mut checked = 0;
+    for room in archive.room_ids().unwrap() {
+        let lines: Vec<_> = PduReader::open(&archive.room_dir(&room).join(EVENTS))
+            .unwrap()
+            .map(|l| l.unwrap())
+            .collect();
+        let by_event: HashMap<&str, StateEvent> = lines
+            .iter()
+            .map(|l| {
+                (
+                    l.event_id.as_str(),
+                    StateEvent::from_pdu(&l.event_id, &l.pdu).unwrap(),
+                )
+            })
+            .collect();
+        let mut tracker = StateTracker::new(rules.clone());
+        for l in &lines {
+            let ev = by_event[l.event_id.as_str()].clone();
+            let before = tracker.push(ev.clone()).unwrap();
+            let fetch = |k: &ruma::events::StateEventType, s: &str| {
+                before
+                    .get(&(k.clone(), s.to_owned()))
+                    .map(|id| by_event[id.as_str()].clone())
+            };
+            let by_id = |id: &ruma::EventId| by_event.get(id.as_str()).cloned();
+            ruma::state_res::check_state_independent_auth_rules(&rules.authorization, &ev, by_id)
+                .unwrap_or_else(|e| panic!("{room} {}: {e}", l.event_id));
+            ruma::state_res::check_state_dependent_auth_rules(&rules.authorization, &ev, fetch)
+                .unwrap_or_else(|e| panic!("{room} {}: {e}", l.event_id));
+            checked += 1;
+        }
+    }
+    assert!(checked > 100, "{checked} events");
 }
 
 /// Membership history (ChannelMemberHistory): each recorded join and leave is a membership
@@ -1334,4 +1504,126 @@ fn export_steps_make_the_same_archive_as_the_import() {
         "{out}"
     );
     verify(&db, &archive);
+}
+
+/// The `--initial-passwords` file: `<user id><TAB><password>` lines (comments skipped).
+fn initial_passwords(path: &Path) -> BTreeMap<String, String> {
+    (std::fs::read_to_string(path).unwrap().lines())
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (u, p) = l.split_once('\t').unwrap();
+            (u.to_owned(), p.to_owned())
+        })
+        .collect()
+}
+
+/// Whether `password` logs in against `hash` as Conduit checks it (argon2's PHC verify).
+fn argon2_accepts(hash: &str, password: &str) -> bool {
+    use argon2::{Argon2, PasswordHash, PasswordVerifier};
+    let parsed = PasswordHash::new(hash).unwrap_or_else(|e| panic!("{hash}: {e}"));
+    Argon2::default()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok()
+}
+
+/// A bulk export carries no passwords: with `--initial-passwords FILE` every active person gets
+/// one (FILE 0600, never printed), stored as an argon2 hash Conduit checks, and a re-run keeps
+/// them. Before, every account of such an import was left unable to log in.
+#[test]
+fn an_export_import_gives_every_account_an_initial_password_that_logs_in() {
+    use transition_matrix::conduit::store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let (archive, db) = (dir.path().join("archive"), dir.path().join("conduit"));
+    let file = dir.path().join("initial-passwords.tsv");
+    let key = key_file(dir.path());
+    let zip = env("TM_MM_EXPORT");
+    let args = [
+        "mattermost",
+        "import",
+        "--export",
+        zip.as_str(),
+        "--server-name",
+        SERVER,
+        "--archive",
+        archive.to_str().unwrap(),
+        "--signing-key",
+        key.to_str().unwrap(),
+        "--conduit-db",
+        db.to_str().unwrap(),
+        "--initial-passwords",
+        file.to_str().unwrap(),
+    ];
+    let out = common::tm(&args, &[]);
+    let stdout = common::succeeded(&out, "export import with initial passwords");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the passwords file is private");
+    }
+    let passwords = initial_passwords(&file);
+    let people: BTreeSet<String> = (fixture()["users"].as_array().unwrap().iter())
+        .filter(|u| !u["deactivated"].as_bool().unwrap() && !u["bot"].as_bool().unwrap())
+        .map(|u| uid(u["username"].as_str().unwrap()))
+        .collect();
+    let listed: BTreeSet<String> = passwords.keys().cloned().collect();
+    assert_eq!(
+        listed, people,
+        "every active person, no bot, no deactivated account"
+    );
+    assert!(
+        stderr.contains(&format!("{} new", people.len())),
+        "{stderr}"
+    );
+    let mut store = SqliteStore::open(&db).unwrap();
+    for (user, password) in &passwords {
+        assert!(password.len() >= 20, "{user}");
+        assert!(
+            !stdout.contains(password.as_str()) && !stderr.contains(password.as_str()),
+            "a password was printed"
+        );
+        let hash = store.get("userid_password", user.as_bytes()).unwrap();
+        let hash = String::from_utf8(hash.expect("an account")).unwrap();
+        assert!(argon2_accepts(&hash, password), "{user} logs in with it");
+        assert!(!argon2_accepts(&hash, "wrong"), "{user}");
+    }
+    drop(store);
+    // A re-run keeps every password: the file is read back, nothing regenerated.
+    let before = std::fs::read(&file).unwrap();
+    let again = common::tm(&args, &[]);
+    let again_err = String::from_utf8_lossy(&again.stderr).into_owned();
+    common::succeeded(&again, "the same import again");
+    assert_eq!(std::fs::read(&file).unwrap(), before, "the same passwords");
+    assert!(again_err.contains(&format!("0 new, {} from an earlier run", people.len())));
+    let a = Archive::open(&archive).unwrap();
+    for (user, password) in &passwords {
+        let rec: transition_matrix::archive::user::UserRecord =
+            fsutil::read_json(&a.user_path(user)).unwrap();
+        let hash = rec.secrets.password_hash.unwrap();
+        assert!(argon2_accepts(&hash, password), "{user} after the re-run");
+    }
+
+    // From the database only the single sign-on account lacks a password; the others keep
+    // their Mattermost (bcrypt) hashes.
+    let (dsn, files) = (env("TM_MM_PG_URL"), env("TM_MM_FILES"));
+    let db_archive = dir.path().join("db-archive");
+    let db_file = dir.path().join("db-passwords.tsv");
+    let mut args = pg_args(&["import"], &dsn, &files, &db_archive);
+    args.extend(["--initial-passwords", db_file.to_str().unwrap()]);
+    tm_ok(&args);
+    let sso: BTreeSet<String> = (fixture()["users"].as_array().unwrap().iter())
+        .filter(|u| u["auth_service"] != "" && !u["deactivated"].as_bool().unwrap())
+        .map(|u| uid(u["username"].as_str().unwrap()))
+        .collect();
+    assert!(!sso.is_empty());
+    let listed: BTreeSet<String> = initial_passwords(&db_file).into_keys().collect();
+    assert_eq!(listed, sso);
+    let a = Archive::open(&db_archive).unwrap();
+    for u in people.difference(&sso) {
+        let rec: transition_matrix::archive::user::UserRecord =
+            fsutil::read_json(&a.user_path(u)).unwrap();
+        let hash = rec.secrets.password_hash.unwrap();
+        assert!(hash.starts_with("$2"), "{u} keeps its bcrypt hash");
+    }
 }

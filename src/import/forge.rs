@@ -759,6 +759,9 @@ impl<'a> RoomForge<'a> {
             }
         }
         users.insert(self.creator.clone(), json!(100));
+        if read_only && !direct {
+            return self.read_only_levels(users);
+        }
         let level = if read_only { 100 } else { 0 };
         json!({
             "users": users, "users_default": 0, "events_default": level,
@@ -771,6 +774,45 @@ impl<'a> RoomForge<'a> {
                 "m.room.tombstone": 100, "m.room.server_acl": 100, "m.room.encryption": 100,
                 "m.room.join_rules": 50, "m.room.guest_access": 50,
                 "m.room.canonical_alias": 50, "m.space.child": 50, "m.space.parent": 50,
+            },
+        })
+    }
+
+    /// The power levels of an archived room: nobody in it may post, react, redact or change
+    /// its state (every event needs 100), so no member keeps 100 — the creator, who sends
+    /// this, drops to a moderator's 50 or to 0. The server's admins who are not members keep
+    /// 100: one of them can join (or be invited by any member, `invite` stays 0) and lower the
+    /// levels again to reopen the room. (A user at 100 can always post, and no one can raise a
+    /// level above their own: whoever may reopen a room must be outside it to keep it shut.)
+    fn read_only_levels(&self, mut users: Map<String, Value>) -> Value {
+        let moderators: HashSet<String> = (self.room.moderators.iter())
+            .filter_map(|m| self.user_id(m))
+            .collect();
+        if !moderators.contains(&self.creator) {
+            users.remove(&self.creator);
+        }
+        for level in users.values_mut() {
+            if level.as_i64().is_some_and(|l| l > 50) {
+                *level = json!(50);
+            }
+        }
+        let members: HashSet<&str> = self.room.members_now.iter().map(String::as_str).collect();
+        let mut keepers: Vec<&User> = (self.ctx.users.iter())
+            .filter(|(key, u)| u.admin && !u.deactivated && !members.contains(key.as_str()))
+            .map(|(_, u)| u)
+            .collect();
+        keepers.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        for u in keepers {
+            users.insert(u.user_id.clone(), json!(100));
+        }
+        json!({
+            "users": users, "users_default": 0, "events_default": 100, "state_default": 100,
+            "invite": 0, "kick": 50, "ban": 50, "redact": 100,
+            "events": {
+                "m.room.power_levels": 100, "m.room.history_visibility": 100,
+                "m.room.tombstone": 100, "m.room.server_acl": 100, "m.room.encryption": 100,
+                "m.room.join_rules": 100, "m.room.guest_access": 100,
+                "m.room.canonical_alias": 100, "m.space.child": 100, "m.space.parent": 100,
             },
         })
     }
@@ -974,6 +1016,14 @@ impl<'a> RoomForge<'a> {
         }
         if let Some(at) = self.room.archived_ts {
             let power = self.power_levels(true);
+            let users = power["users"].as_object();
+            if !users.is_some_and(|u| u.values().any(|level| *level == json!(100))) {
+                self.skipped.push(format!(
+                    "{}: archived while every server admin is a member: no one keeps power 100, \
+                     so no one can reopen it",
+                    self.room.key
+                ));
+            }
             self.send(&creator, "m.room.power_levels", Some(""), power, at)?;
         }
         if !now.contains(&creator) {

@@ -5,6 +5,7 @@
 pub mod forge;
 pub mod id_table;
 pub mod model;
+pub mod passwords;
 pub mod queue;
 pub mod scratch;
 pub mod skips;

@@ -37,7 +37,8 @@ pub struct User {
     pub bot: bool,
     pub admin: bool,
     pub created_ts: i64,
-    /// The source's password hash when Conduit (patched) can check it: bcrypt.
+    /// The source's password hash when Conduit (patched) can check it: bcrypt; or the argon2
+    /// hash of an initial password ([`crate::import::passwords`]).
     pub password_hash: Option<String>,
 }
 

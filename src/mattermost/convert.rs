@@ -162,28 +162,13 @@ impl Converter {
     }
 }
 
-/// Longest suffix first: "_medium_light" must not be read as "_light".
-const SKIN_TONES: [(&str, emojis::SkinTone); 5] = [
-    ("_medium_light_skin_tone", emojis::SkinTone::MediumLight),
-    ("_medium_dark_skin_tone", emojis::SkinTone::MediumDark),
-    ("_medium_skin_tone", emojis::SkinTone::Medium),
-    ("_light_skin_tone", emojis::SkinTone::Light),
-    ("_dark_skin_tone", emojis::SkinTone::Dark),
-];
-
-/// A Mattermost system emoji name (`+1`, `thumbsup`, `+1_light_skin_tone`) as Unicode.
+/// A Mattermost system emoji name (`+1`, `thumbsup`, `thinking_face`, `+1_light_skin_tone`)
+/// as Unicode, from Mattermost's own names ([`super::emoji_table`]; gemoji's differ:
+/// `thinking` there is `thinking_face` here).
 pub fn unicode_emoji(name: &str) -> Option<&'static str> {
-    if let Some(e) = emojis::get_by_shortcode(name) {
-        return Some(e.as_str());
-    }
-    for (suffix, tone) in SKIN_TONES {
-        if let Some(base) = name.strip_suffix(suffix) {
-            return emojis::get_by_shortcode(base)
-                .and_then(|e| e.with_skin_tone(tone))
-                .map(|e| e.as_str());
-        }
-    }
-    None
+    let table = super::emoji_table::EMOJI;
+    let at = table.binary_search_by(|(n, _)| n.as_bytes().cmp(name.as_bytes()));
+    at.ok().map(|i| table[i].1)
 }
 
 /// Replaces `:name:` where `f` knows the name.
@@ -284,5 +269,31 @@ mod tests {
         assert_eq!(c.reaction_key("white_check_mark"), "✅");
         assert_eq!(c.reaction_key("shipit"), ":shipit:");
         assert!(unicode_emoji("heart").is_some());
+    }
+
+    /// Mattermost's names, not gemoji's: these were left as `:name:` text.
+    #[test]
+    fn mattermost_emoji_names() {
+        let c = conv();
+        for (name, want) in [
+            ("thinking_face", "🤔"),
+            ("slightly_smiling_face", "🙂"),
+            ("upside_down_face", "🙃"),
+            ("flag-de", "🇩🇪"),
+            ("man-woman-boy", "👨\u{200d}👩\u{200d}👦"),
+            ("thumbsup_dark_skin_tone", "👍🏿"),
+            ("wave_medium_skin_tone", "👋🏽"),
+        ] {
+            assert_eq!(c.reaction_key(name), want, "{name}");
+        }
+        let m = c.message("hmm :thinking_face: :slightly_smiling_face:", "m.text");
+        assert_eq!(m["body"], "hmm 🤔 🙂");
+        // Unknown names and custom emoji keep their name.
+        assert_eq!(c.reaction_key("no_such_emoji"), ":no_such_emoji:");
+        assert_eq!(unicode_emoji(""), None);
+        // The table is sorted, so the binary search finds every name.
+        let t = super::super::emoji_table::EMOJI;
+        assert!(t.windows(2).all(|w| w[0].0.as_bytes() < w[1].0.as_bytes()));
+        assert!(t.len() > 3000, "{}", t.len());
     }
 }

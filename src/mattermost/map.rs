@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::import::model::{Item, ItemKind, Media, Room, RoomKind, Skip, User, Workspace};
 use crate::mattermost::convert::Converter;
@@ -255,7 +255,8 @@ impl Mapper {
             }
         }
 
-        // Teams → spaces, holding their public channels.
+        // Teams → spaces, holding their channels: public and private ones, as a team lists
+        // both (the space hierarchy shows a private one only to its members).
         let team_name: HashMap<String, String> = (snap.teams.iter())
             .map(|t| (t.id.clone(), t.name.clone()))
             .collect();
@@ -275,7 +276,7 @@ impl Mapper {
                 continue;
             };
             let children = (snap.channels.iter())
-                .filter(|c| c.team_id == t.id && c.kind == "O")
+                .filter(|c| c.team_id == t.id && matches!(c.kind.as_str(), "O" | "P"))
                 .map(|c| room_id(&c.id, &o.server_name))
                 .collect();
             ws.rooms.push(Room {
@@ -340,9 +341,9 @@ impl Mapper {
 
     /// The room of one channel (`None`, with a report line, when it cannot be made), with the
     /// membership history as its timeline; its posts come from [`PostMapper::page`].
-    /// `changes`: the channel's posts, or at least its name and header changes
+    /// `changes`: the channel's posts, or at least its name, header and purpose changes
     /// ([`crate::mattermost::db::MattermostDb::channel_changes`]), for the name and topic it
-    /// started with.
+    /// started with; its topic changes (header and purpose) are in the room's timeline.
     pub fn channel(&mut self, c: &MmChannel, changes: &[MmPost]) -> Option<Room> {
         let o = &self.o;
         let ws = &mut self.ws;
@@ -404,9 +405,35 @@ impl Mapper {
             }
             _ => None,
         };
-        let topic = first_prop("system_header_change", "old_header")
-            .or_else(|| Some(c.header.clone()).filter(|h| !h.is_empty()))
-            .or_else(|| Some(c.purpose.clone()).filter(|p| !p.is_empty()));
+        // The topic holds the header and, after it, the purpose (Mattermost shows the header
+        // above the channel and the purpose in its info; Matrix has the topic for both).
+        let mut header =
+            first_prop("system_header_change", "old_header").unwrap_or_else(|| c.header.clone());
+        let mut purpose =
+            first_prop("system_purpose_change", "old_purpose").unwrap_or_else(|| c.purpose.clone());
+        let topic = Some(topic_text(&header, &purpose)).filter(|t| !t.is_empty());
+        // Each later change of either, at its time, by whoever made it.
+        let mut topics = Vec::new();
+        for p in changes.iter().filter(|p| p.original_id.is_empty()) {
+            let props: Value = serde_json::from_str(&p.props).unwrap_or(Value::Null);
+            match p.kind.as_str() {
+                "system_header_change" => header = props_str(&props, "new_header"),
+                "system_purpose_change" => purpose = props_str(&props, "new_purpose"),
+                _ => continue,
+            }
+            if self.known.contains(&p.user_id) {
+                topics.push(Item {
+                    ts: p.create_at,
+                    sender: p.user_id.clone(),
+                    key: Some(p.id.clone()),
+                    kind: ItemKind::State {
+                        event_type: "m.room.topic",
+                        state_key: String::new(),
+                        content: json!({ "topic": topic_text(&header, &purpose) }),
+                    },
+                });
+            }
+        }
         let parent = Some(c.team_id.clone())
             .filter(|t| self.spaces.contains(t))
             .map(|t| room_id(&t, &o.server_name));
@@ -440,6 +467,7 @@ impl Mapper {
             timeline: Vec::new(),
             pinned: Vec::new(),
         };
+        room.timeline.extend(topics);
         for h in hist {
             room.timeline.push(Item {
                 ts: h.join_time,
@@ -458,6 +486,19 @@ impl Mapper {
         }
         Some(room)
     }
+}
+
+/// A channel's topic: its header, then its purpose (either may be empty).
+pub fn topic_text(header: &str, purpose: &str) -> String {
+    match (header.trim(), purpose.trim()) {
+        ("", p) => p.to_owned(),
+        (h, "") => h.to_owned(),
+        (h, p) => format!("{h}\n\n{p}"),
+    }
+}
+
+fn props_str(props: &Value, key: &str) -> String {
+    props[key].as_str().unwrap_or_default().to_owned()
 }
 
 #[cfg(test)]

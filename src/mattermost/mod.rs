@@ -6,6 +6,7 @@
 pub mod config;
 pub mod convert;
 pub mod db;
+mod emoji_table;
 pub mod export;
 pub mod map;
 pub mod mapping;

@@ -136,10 +136,12 @@ impl MattermostDb {
         .await
     }
 
-    /// Every channel's name and header changes (posts of those system types, by channel, in
-    /// time order), for the name and topic each started with: one query for the workspace.
+    /// Every channel's name, header and purpose changes (posts of those system types, by
+    /// channel, in time order), for the name and topic each started with and each change of
+    /// its topic: one query for the workspace.
     pub async fn channel_changes(&self) -> Result<HashMap<String, Vec<MmPost>>> {
-        let rest = "WHERE Type IN ('system_displayname_change', 'system_header_change') \
+        let rest = "WHERE Type IN ('system_displayname_change', 'system_header_change', \
+                    'system_purpose_change') \
                     ORDER BY CreateAt, Id";
         let rows = self.select("Posts", &self.post_columns(), rest).await?;
         let mut out: HashMap<String, Vec<MmPost>> = HashMap::new();

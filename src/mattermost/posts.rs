@@ -112,6 +112,15 @@ fn post_items(p: &MmPost, kind: RoomKind, out: &mut Mapped, ctx: &PostCtx) {
             reason,
         });
     };
+    // Header and purpose changes are the room's topic changes, which the room's own timeline
+    // has (`Mapper::channel`: the topic holds both, so each change needs the other's value).
+    let topic_change = matches!(
+        p.kind.as_str(),
+        "system_header_change" | "system_purpose_change"
+    );
+    if topic_change && known.contains(p.user_id.as_str()) {
+        return;
+    }
     if p.delete_at > 0 && o.deleted == Deleted::Omit {
         return skip(out, "deleted-post", "deleted in Mattermost".into());
     }
@@ -143,26 +152,15 @@ fn post_items(p: &MmPost, kind: RoomKind, out: &mut Mapped, ctx: &PostCtx) {
         key: Some(p.id.clone()),
         kind,
     };
-    match p.kind.as_str() {
-        "system_header_change" => {
-            let topic = props["new_header"].as_str().unwrap_or_default();
-            out.page.items.push(item(ItemKind::State {
-                event_type: "m.room.topic",
-                state_key: String::new(),
-                content: json!({ "topic": topic }),
-            }));
-            return;
-        }
-        "system_displayname_change" if matches!(kind, RoomKind::Public | RoomKind::Private) => {
-            let name = props["new_displayname"].as_str().unwrap_or_default();
-            out.page.items.push(item(ItemKind::State {
-                event_type: "m.room.name",
-                state_key: String::new(),
-                content: json!({ "name": name }),
-            }));
-            return;
-        }
-        _ => {}
+    if p.kind == "system_displayname_change" && matches!(kind, RoomKind::Public | RoomKind::Private)
+    {
+        let name = props["new_displayname"].as_str().unwrap_or_default();
+        out.page.items.push(item(ItemKind::State {
+            event_type: "m.room.name",
+            state_key: String::new(),
+            content: json!({ "name": name }),
+        }));
+        return;
     }
     let msgtype = match p.kind.as_str() {
         "me" => "m.emote",
@@ -179,20 +177,15 @@ fn post_items(p: &MmPost, kind: RoomKind, out: &mut Mapped, ctx: &PostCtx) {
         };
     }
     // Edits: the oldest version first, each later one as an m.replace at the time it was made.
-    let mut versions: Vec<(i64, String)> = Vec::new();
-    if let Some(rows) = history_rows.get(p.id.as_str()) {
-        let mut rows = rows.clone();
-        rows.sort_by_key(|r| r.delete_at);
-        if let Some(first) = rows.first() {
-            text = first.message.clone();
-            for (i, r) in rows.iter().enumerate() {
-                let next = rows
-                    .get(i + 1)
-                    .map_or(p.message.clone(), |n| n.message.clone());
-                versions.push((r.delete_at, next));
-            }
+    let versions = match history_rows.get(p.id.as_str()) {
+        Some(rows) if p.edit_at > 0 => {
+            let (first, versions) = edits(p, rows);
+            text = first.to_owned();
+            versions
         }
-    }
+        // Never edited: its history rows are pins, unpins and other updates of the post.
+        _ => Vec::new(),
+    };
     let mut has_primary = false;
     let ids: Vec<String> = serde_json::from_str(&p.file_ids).unwrap_or_default();
     if !text.is_empty() || ids.is_empty() {
@@ -330,6 +323,24 @@ fn post_items(p: &MmPost, kind: RoomKind, out: &mut Mapped, ctx: &PostCtx) {
     }
 }
 
+/// The first text of an edited post and each later text with the time it replaced the one
+/// before. Mattermost keeps a history row (the post as it was, `DeleteAt` = when that stopped
+/// being so) for every update of a post, not only edits: pinning, unpinning and changes of its
+/// props write one too, with the text unchanged. Only a row whose text the next version changes
+/// is an edit.
+fn edits<'p>(p: &'p MmPost, rows: &[&'p MmPost]) -> (&'p str, Vec<(i64, String)>) {
+    let mut rows = rows.to_vec();
+    rows.sort_by(|a, b| (a.delete_at, &a.id).cmp(&(b.delete_at, &b.id)));
+    let texts: Vec<&str> = (rows.iter().map(|r| r.message.as_str()))
+        .chain(std::iter::once(p.message.as_str()))
+        .collect();
+    let versions = (rows.iter().enumerate())
+        .filter(|(i, _)| texts[i + 1] != texts[*i])
+        .map(|(i, r)| (r.delete_at, texts[i + 1].to_owned()))
+        .collect();
+    (texts[0], versions)
+}
+
 /// Integration attachments (`props.attachments`, Slack style) as Markdown text.
 fn attachments_text(props: &Value) -> Option<String> {
     let list = props["attachments"].as_array()?;
@@ -359,4 +370,85 @@ fn attachments_text(props: &Value) -> Option<String> {
         }
     }
     (!out.is_empty()).then(|| out.join("\n\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, original: &str, message: &str, delete_at: i64) -> MmPost {
+        MmPost {
+            id: id.into(),
+            original_id: original.into(),
+            user_id: "u".into(),
+            message: message.into(),
+            file_ids: "[]".into(),
+            props: "{}".into(),
+            create_at: 100,
+            delete_at,
+            ..Default::default()
+        }
+    }
+
+    fn mapper() -> PostMapper {
+        let o = MapOptions {
+            server_name: "s.test".into(),
+            files: None,
+            deleted: Deleted::Omit,
+            user_map: Default::default(),
+            existing_users: Default::default(),
+        };
+        PostMapper::new(Converter::default(), o, HashSet::from(["u".to_owned()]))
+    }
+
+    /// (time, body, whether an m.replace) of a page's items.
+    fn mapped(posts: Vec<MmPost>) -> Vec<(i64, String, bool)> {
+        let rows = ChannelRows {
+            posts,
+            ..Default::default()
+        };
+        let mut out: Vec<(i64, String, bool)> = (mapper().page(RoomKind::Public, &rows).page.items)
+            .into_iter()
+            .map(|i| match i.kind {
+                ItemKind::Message { content, .. } => (i.ts, content["body"].to_string(), false),
+                ItemKind::Edit { content, .. } => (i.ts, content["body"].to_string(), true),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn pins_and_other_updates_are_not_edits() {
+        // Never edited, pinned then unpinned: two history rows with the same text.
+        let mut post = row("p", "", "hello", 0);
+        post.pinned = false;
+        let items = mapped(vec![
+            row("h1", "p", "hello", 200),
+            row("h2", "p", "hello", 300),
+            post,
+        ]);
+        assert_eq!(items, [(100, "\"hello\"".into(), false)]);
+
+        // Edited twice, pinned between the edits and unpinned after: two m.replace, at the times
+        // the edits superseded each text.
+        let mut post = row("p", "", "v3", 0);
+        post.edit_at = 400;
+        let items = mapped(vec![
+            row("h1", "p", "v1", 200),
+            row("h2", "p", "v2", 300),
+            row("h3", "p", "v2", 400),
+            row("h4", "p", "v3", 500),
+            post,
+        ]);
+        assert_eq!(
+            items,
+            [
+                (100, "\"v1\"".into(), false),
+                (200, "\"v2\"".into(), true),
+                (400, "\"v3\"".into(), true),
+            ]
+        );
+    }
 }

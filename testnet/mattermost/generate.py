@@ -541,6 +541,21 @@ class World:
         p.update(message=message, editat=at, updateat=at)
         return old
 
+    def update(self, p, at, pinned=None, props=None):
+        """A change that is not an edit (pin, unpin, props): Mattermost keeps the post as it was in a
+        history row all the same (originalid = p.id, deleteat = the change's time), with the same
+        message; EditAt stays as it was."""
+        self.n += 1
+        old = dict(p, id=self.id(f"post/{self.n}"), originalid=p["id"], deleteat=at, updateat=at,
+                   props=dict(p["props"]))
+        self.rows["posts"].append(old)
+        if pinned is not None:
+            p["ispinned"] = pinned
+        if props is not None:
+            p["props"] = props
+        p["updateat"] = at
+        return old
+
     def delete(self, p, at, by):
         victims = [p] + ([q for q in self.posts if q["rootid"] == p["id"] and q["deleteat"] == 0]
                          if not p["rootid"] else [])
@@ -704,7 +719,9 @@ def build_small(w):
     w.react(welcome, "frank", "tada", T(2, 9, 14), removed=T(2, 9, 20))
     hello = P("ts", "bob", "Helo wrld", T(2, 10))
     w.edit(hello, "Hello world", T(2, 10, 1))
+    w.update(hello, T(2, 10, 1, 30), pinned=True)    # history rows that are not edits
     w.edit(hello, "Hello, world!", T(2, 10, 2))
+    w.update(hello, T(2, 10, 2, 30), pinned=False)
     w.react(hello, "alice", "smile", T(2, 10, 3))
     same_a = P("ts", "carol", "Two posts in the same millisecond (A)", T(2, 11))
     same_b = P("ts", "dave", "Two posts in the same millisecond (B)", T(2, 11))
@@ -739,7 +756,7 @@ def build_small(w):
     w.rows["postspriority"].append(dict(postid=urgent["id"], channelid=urgent["channelid"], priority="urgent",
                                         requestedack=True, persistentnotifications=False))
     P("ts", "admin", "Ack", T(2, 20, 5), root=urgent)
-    P("ts", "bot", "Deploy finished :white_check_mark:", T(2, 21), props={"from_bot": "true"})
+    deployed = P("ts", "bot", "Deploy finished :white_check_mark:", T(2, 21), props={"from_bot": "true"})
     w.join("ts", "heidi", T(3), sys="add", by="admin")
     P("ts", "heidi", "Hi! Heidi from LDAP land. Grüße 👋", T(3, 0, 1))
 
@@ -794,10 +811,11 @@ def build_small(w):
 
     # --- skunkworks ---
     P("sts", "zoe", "Grüße aus Berlin 👋 — 日本語テキスト — emoji: 🦀", T(2, 9))
-    P("sts", "grace", "Guest here, hello!", T(2, 9, 1))
+    guest = P("sts", "grace", "Guest here, hello!", T(2, 9, 1))
     plan = P("sec", "alice", "Plan A: *world domination*", T(2, 10))
     P("sec", "zoe", "Plan B: cake :cake:", T(2, 10, 1), root=plan)
     P("sec", "grace", "+1 for cake", T(2, 10, 2), root=plan)
+    w.react(plan, "zoe", "thinking_face", T(2, 10, 3))   # a Mattermost name gemoji does not have
 
     # --- direct and group messages ---
     hi = P("dm_ab", "alice", "Hey Bob, got a minute?", T(2, 9))
@@ -813,6 +831,10 @@ def build_small(w):
     P("dm_bot", "bot", "Build #42 passed :white_check_mark:", T(2, 12), props={"from_bot": "true"})
     P("dm_bf", "frank", "Bob, I'm leaving the company next month.", T(3))
     P("dm_bf", "bob", "Sad to hear, good luck!", T(3, 0, 1))
+
+    # --- updates that are not edits: never-edited posts with history rows ---
+    w.update(guest, T(3, 2), pinned=True)
+    w.update(deployed, T(3, 2, 1), props={"from_bot": "true", "disable_group_highlight": True})
 
     # --- preferences and sidebar ---
     w.pref("alice", "favorite_channel", eng["id"], "true")
@@ -912,12 +934,21 @@ def summarize(w):
             "pinned_ids": [p["id"] for p in lv if p["ispinned"]],
             "anomalies": {k: v for k, v in anomalies.items() if v},
         })
-    edits = []
+    edits, updated = [], []
     for p in R["posts"]:
+        hs = sorted([q for q in R["posts"] if q["originalid"] == p["id"]], key=lambda q: q["deleteat"])
         if live(p) and p["editat"]:
-            hs = sorted([q for q in R["posts"] if q["originalid"] == p["id"]], key=lambda q: q["deleteat"])
-            edits.append({"id": p["id"], "versions": [q["message"] for q in hs] + [p["message"]],
-                          "times": [p["createat"]] + [q["deleteat"] for q in hs]})
+            # What Matrix shows: each text once, at the time it replaced the one before (history rows
+            # of pins and other updates keep the text: not versions).
+            history = [q["message"] for q in hs] + [p["message"]]
+            versions, times = [history[0]], [p["createat"]]
+            for i, q in enumerate(hs):
+                if history[i + 1] != history[i]:
+                    versions.append(history[i + 1])
+                    times.append(q["deleteat"])
+            edits.append({"id": p["id"], "versions": versions, "times": times, "history": history})
+        elif live(p) and hs:
+            updated.append(p["id"])
     return {
         "seed": w.seed, "site_url": w.site_url,
         "teams": [{"id": t["id"], "name": t["name"], "display_name": t["displayname"], "type": t["type"]}
@@ -932,6 +963,7 @@ def summarize(w):
         "direct": [{"id": c["id"], "type": c["type"], "name": c["name"], "members": c["members"]}
                    for c in chans if c["type"] in "DG"],
         "edits": edits,
+        "updated_not_edited": updated,
         "emoji": [{"id": e["id"], "name": e["name"], "deleted": e["deleteat"] > 0,
                    "path": f"emoji/{e['id']}/image" + ("_deleted" if e["deleteat"] else "")} for e in R["emoji"]],
         "files": [{"id": f["id"], "post_id": f["postid"], "channel_id": f["channelid"], "path": f["path"],

@@ -77,7 +77,7 @@ for c in fx["channels"]:
 # 3. edit history, JSON columns and enum decoding
 for e in fx["edits"]:
     hist = [r[0] for r in pg(f"SELECT message FROM posts WHERE originalid = '{e['id']}' ORDER BY deleteat")]
-    check(hist + [pg(f"SELECT message FROM posts WHERE id = '{e['id']}'")[0][0]] == e["versions"], "pg edit history")
+    check(hist + [pg(f"SELECT message FROM posts WHERE id = '{e['id']}'")[0][0]] == e["history"], "pg edit history")
 check(pg("SELECT count(*) FROM posts WHERE props->>'override_username' = 'ci-notifier'")[0][0] == "1", "pg jsonb")
 check(my("SELECT COUNT(*) FROM Posts WHERE JSON_VALUE(Props, '$.override_username') = 'ci-notifier'")[0][0] == "1",
       "mysql json")

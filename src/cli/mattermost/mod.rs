@@ -159,6 +159,12 @@ pub struct ForgeArgs {
     /// forges anything and names them: map them elsewhere with --user-map, or pass this.
     #[arg(long)]
     pub merge_existing_accounts: bool,
+    /// Give every active account that has no password of its own (all of a bulk export's,
+    /// single sign-on accounts of a database) a generated one, listed in FILE (created 0600,
+    /// `<user id><TAB><password>` lines, never printed). A re-run reads FILE and keeps the
+    /// passwords in it.
+    #[arg(long, value_name = "FILE")]
+    pub initial_passwords: Option<PathBuf>,
     /// Room version of the new rooms.
     #[arg(long, default_value = "10")]
     pub room_version: String,

@@ -1,5 +1,6 @@
 //! A resumed import must forge with the choices of the run that began the archive: rooms
-//! forged on another server name, room version, deleted-post policy, user map or source would
+//! forged on another server name, room version, deleted-post policy, user map, source or
+//! initial-password choice would
 //! sit beside the earlier ones in one archive, and the writer would put both into Conduit.
 
 use anyhow::{bail, Context, Result};
@@ -36,6 +37,10 @@ fn choices(a: &ForgeArgs, forges_messages: bool) -> Result<Map<String, Value>> {
     c.insert("--user-map".into(), json!(user_map(a)?));
     c.insert("--no-files".into(), json!(a.source.no_files));
     c.insert("--export".into(), json!(a.source.export.is_some()));
+    c.insert(
+        "--initial-passwords".into(),
+        json!(a.initial_passwords.is_some()),
+    );
     if forges_messages {
         let deleted = a
             .deleted

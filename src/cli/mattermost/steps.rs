@@ -18,10 +18,12 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use clap::ValueEnum;
 
-use transition_matrix::archive::{Archive, Checkpoint, Entry, ItemKind};
+use transition_matrix::archive::user::UserRecord;
+use transition_matrix::archive::{fsutil, Archive, Checkpoint, Entry, ItemKind};
 use transition_matrix::conduit::store::Backend;
 use transition_matrix::import::forge::{ForgeOptions, ForgeSummary, Forger};
 use transition_matrix::import::model::{Media, Room, RoomKind, User};
+use transition_matrix::import::passwords;
 use transition_matrix::matrix::keys::ServerKey;
 use transition_matrix::mattermost::db::{channels_at_once, MattermostDb};
 use transition_matrix::mattermost::export;
@@ -238,6 +240,7 @@ impl Run<'_> {
         let options = map_options(a, Some(files))?;
         let mut ws = workspace(&snap, &options);
         existing_accounts(&ws.users, &options, a.merge_existing_accounts)?;
+        initial_passwords(a, archive, &mut ws.users, &options)?;
         let mut forger = Forger::new(&ws.users, self.key, archive, &self.options)?;
         let (spaces, channels): (Vec<&Room>, Vec<&Room>) =
             ws.rooms.iter().partition(|r| r.kind == RoomKind::Space);
@@ -331,6 +334,7 @@ impl Run<'_> {
         let options = map_options(a, files)?;
         let mut mapper = Mapper::new(&meta, &options);
         existing_accounts(&mapper.ws.users, &options, a.merge_existing_accounts)?;
+        initial_passwords(a, archive, &mut mapper.ws.users, &options)?;
         let mut forger = Forger::new(&mapper.ws.users, self.key, archive, &self.options)?;
         let media = std::mem::take(&mut mapper.ws.media);
         let spaces = std::mem::take(&mut mapper.ws.rooms);
@@ -426,6 +430,47 @@ fn existing_accounts(users: &[User], options: &MapOptions, merge: bool) -> Resul
     }
     eprintln!(
         "{which}: their posts are sent as those accounts (import-report.json: user-existing)"
+    );
+    Ok(())
+}
+
+/// `--initial-passwords`: a password for every account that has none, in the file first.
+fn initial_passwords(
+    a: &ForgeArgs,
+    archive: &Archive,
+    users: &mut [User],
+    options: &MapOptions,
+) -> Result<()> {
+    let Some(path) = &a.initial_passwords else {
+        let without = (users.iter())
+            .filter(|u| passwords::needs_one(u, &options.existing_users))
+            .count();
+        if without > 0 {
+            eprintln!(
+                "{without} accounts have no password of their own (single sign-on, or a bulk \
+                 export, which carries none): they cannot log in until an admin sets one; \
+                 --initial-passwords FILE gives each one"
+            );
+        }
+        return Ok(());
+    };
+    // The hash an earlier run into this archive forged for a user (its user record).
+    let earlier = |u: &User| -> transition_matrix::error::Result<Option<String>> {
+        let record = archive.user_path(&u.user_id);
+        if !record.is_file() {
+            return Ok(None);
+        }
+        let r: UserRecord = fsutil::read_json(&record)?;
+        Ok(r.secrets.password_hash)
+    };
+    let done = passwords::assign(path, users, &options.existing_users, earlier)?;
+    eprintln!(
+        "initial passwords: {} accounts without a password of their own have one in {} \
+         ({} new, {} from an earlier run; mode 0600: hand each to its user)",
+        done.new + done.kept,
+        path.display(),
+        done.new,
+        done.kept
     );
     Ok(())
 }
