@@ -14,6 +14,7 @@ use transition_matrix::archive::room::{PduReader, EVENTS};
 use transition_matrix::archive::{fsutil, Archive};
 use transition_matrix::conduit::reader;
 use transition_matrix::conduit::store::sqlite::SqliteStore;
+use transition_matrix::mattermost::convert::Converter;
 
 const SERVER: &str = "mm.test";
 const MEMBERSHIP_POSTS: [&str; 3] = [
@@ -492,7 +493,12 @@ fn postgres_import_verifies_and_reads_back_as_the_fixture() {
             .iter()
             .find(|p| p["event_id"] == ev_id.as_str())
             .unwrap();
-        assert_eq!(orig["content"]["body"].as_str(), post["message"].as_str());
+        let text = Converter::default().plain(post["message"].as_str().unwrap());
+        assert_eq!(
+            orig["content"]["body"],
+            text.as_str(),
+            "{id}: its only text"
+        );
     }
 
     // Spaces: one per team, holding its channels, public and private (the hierarchy shows a

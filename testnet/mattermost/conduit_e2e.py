@@ -116,6 +116,8 @@ def main():
     ap.add_argument("--archive", required=True)
     ap.add_argument("--pg-url", required=True)
     ap.add_argument("--fixture", required=True)
+    ap.add_argument("--initial-passwords", help="the import's --initial-passwords file: the single "
+                    "sign-on account logs in with the password it lists")
     a = ap.parse_args()
     check = Check()
     mapdir = os.path.join(a.archive, "mapping")
@@ -147,6 +149,14 @@ def main():
             check(f"deactivated {name} cannot log in", r.status_code == 403, r.status_code)
         elif check(f"{name} logs in with the Mattermost password", r.status_code == 200, r.status_code):
             tokens[name] = r.json()["access_token"]
+    if a.initial_passwords:
+        listed = dict(l.split("\t", 1) for l in open(a.initial_passwords).read().splitlines()
+                      if l and not l.startswith("#"))
+        for uid, password in listed.items():
+            name = uid[1:].split(":")[0]
+            r = login(a.conduit, name, password)
+            if check(f"{name} logs in with the initial password", r.status_code == 200, r.status_code):
+                tokens.setdefault(name, r.json()["access_token"])
     r = login(a.conduit, "alice", "wrong-password")
     check("a wrong password is refused", r.status_code == 403, r.status_code)
     if not {"alice", "bob", "sysadmin"} <= tokens.keys():
@@ -208,6 +218,17 @@ def main():
                   if ch["team_id"] == team["id"] and ch["type"] == "O"}
         check(f"space {team['name']}: /hierarchy lists its public channels", public <= children,
               f"{len(public & children)}/{len(public)}")
+        # Private channels are children too, shown to their members only.
+        for name, tok in (("alice", tokens["alice"]), ("sysadmin", tokens["sysadmin"])):
+            h = Client(a.conduit, tok).req("GET", f"/_matrix/client/v1/rooms/{q(space)}/hierarchy")
+            seen = {r["room_id"] for r in h.json().get("rooms", [])} if h.ok else set()
+            mine = {rooms[ch["id"]] for ch in fixture["channels"]
+                    if ch["team_id"] == team["id"] and ch["type"] == "P" and name in ch["members"]}
+            others = {rooms[ch["id"]] for ch in fixture["channels"]
+                      if ch["team_id"] == team["id"] and ch["type"] == "P" and name not in ch["members"]}
+            check(f"space {team['name']}: {name} sees their private channels ({len(mine)}) and no others",
+                  h.ok and mine <= seen and not (others & seen), f"{len(mine & seen)}/{len(mine)}, "
+                  f"{len(others & seen)} others")
 
     # Every channel's history: events, order, senders, times, threads, reactions, files, pins.
     member_of = {}
@@ -320,6 +341,19 @@ def main():
         if ch["archived"]:
             pl = c.get(f"/_matrix/client/v3/rooms/{q(rid)}/state/m.room.power_levels/")
             check(f"archived {ch['name']} is read-only", pl.get("events_default") == 100, pl.get("events_default"))
+            # For every member, its channel admins included: a message is refused.
+            for name in ch["members"]:
+                if name in tokens:
+                    r = Client(a.conduit, tokens[name]).req(
+                        "PUT", f"/_matrix/client/v3/rooms/{q(rid)}/send/m.room.message/e2e-{time.time_ns()}",
+                        json={"msgtype": "m.text", "body": "posting into an archived channel"})
+                    check(f"archived {ch['name']}: {name} cannot post", r.status_code == 403, r.status_code)
+        if ch["type"] in "OP":
+            header, purpose = ch["header"], ch["purpose"]
+            want = "\n\n".join(t for t in (header, purpose) if t)
+            st = c.req("GET", f"/_matrix/client/v3/rooms/{q(rid)}/state/m.room.topic/")
+            got = st.json().get("topic", "") if st.ok else ""
+            check(f"room {ch['name']}: the topic is the header, then the purpose", got == want, repr(got))
 
     # Life after the import: a new message reaches another member; the admin room answers.
     town = next(ch for ch in fixture["channels"] if "alice" in ch["members"] and "bob" in ch["members"]

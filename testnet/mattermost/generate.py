@@ -378,6 +378,7 @@ class World:
         self.emoji = {}
         self.anomalies = defaultdict(list)
         self.n = 0
+        self.updates = 0
 
     def id(self, label):
         return mmid(self.seed, label)
@@ -544,9 +545,9 @@ class World:
     def update(self, p, at, pinned=None, props=None):
         """A change that is not an edit (pin, unpin, props): Mattermost keeps the post as it was in a
         history row all the same (originalid = p.id, deleteat = the change's time), with the same
-        message; EditAt stays as it was."""
-        self.n += 1
-        old = dict(p, id=self.id(f"post/{self.n}"), originalid=p["id"], deleteat=at, updateat=at,
+        message; EditAt stays as it was. (Ids of their own, so the other posts keep theirs.)"""
+        self.updates += 1
+        old = dict(p, id=self.id(f"post-update/{self.updates}"), originalid=p["id"], deleteat=at, updateat=at,
                    props=dict(p["props"]))
         self.rows["posts"].append(old)
         if pinned is not None:
