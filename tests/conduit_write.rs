@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use transition_matrix::archive::media::MediaMeta;
 use transition_matrix::archive::room::{PduReader, RoomMeta, EVENTS};
@@ -164,6 +164,8 @@ fn written_database_reads_back_as_the_archive(backend: Backend) {
             Some(key)
         );
     }
+    keys_query_as_synapse_answers(&mut store);
+    erased_users_messages_stay_pruned(&archive, &mut store);
     // The admin room: Synapse's admins are joined to it; the server user too.
     let admin_room = store.get("alias_roomid", b"admins").unwrap().unwrap();
     assert_eq!(
@@ -222,6 +224,131 @@ fn written_database_reads_back_as_the_archive(backend: Backend) {
     for ((t, b), (_, a)) in before.iter().zip(&after) {
         assert_eq!(b, a, "tree {t} changed size on a second write");
     }
+}
+
+/// Synapse's `/keys/query` as each user who can log in, about every user.
+fn synapse_keys_query(token: &str) -> serde_json::Value {
+    let s = common::scenario();
+    let everyone: serde_json::Map<String, serde_json::Value> = s
+        .users
+        .values()
+        .map(|u| (u.user_id.clone(), serde_json::json!([])))
+        .collect();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            reqwest::Client::new()
+                .post(format!("{}/_matrix/client/v3/keys/query", s.client_url))
+                .bearer_auth(token)
+                .json(&serde_json::json!({ "device_keys": everyone }))
+                .send()
+                .await
+                .unwrap()
+                .error_for_status()
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        })
+}
+
+/// Signatures of a key as (signer, key id, signature) triples.
+fn signatures(key: &serde_json::Value) -> BTreeSet<(String, String, String)> {
+    let mut out = BTreeSet::new();
+    if let Some(by) = key["signatures"].as_object() {
+        for (signer, sigs) in by {
+            for (id, sig) in sigs.as_object().unwrap() {
+                out.insert((signer.clone(), id.clone(), sig.as_str().unwrap().to_owned()));
+            }
+        }
+    }
+    out
+}
+
+/// A verified contact stays verified: what Conduit's `/keys/query` answers each user about
+/// every user (the project's reader, Conduit's rules) holds every key and every signature
+/// Synapse answered, the verifier's own signature on a contact's master key included; what
+/// Conduit shows beyond that is only what its rules add (docs/CONDUIT.md, "Verified contacts"):
+/// the owner's signatures to everyone, and every signature on a user's key to that user.
+fn keys_query_as_synapse_answers(store: &mut Box<dyn Store>) {
+    let s = common::scenario();
+    let mut verified = 0;
+    for viewer in s.users.values().filter(|u| !u.deactivated) {
+        let token = viewer.devices.values().next().unwrap();
+        let synapse = synapse_keys_query(token);
+        for target in s.users.values() {
+            let t = target.user_id.as_str();
+            let ours = reader::keys_query(store, &viewer.user_id, t).unwrap();
+            let theirs_devices = synapse["device_keys"][t]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            assert_eq!(
+                ours["device_keys"].as_object().cloned().unwrap_or_default(),
+                theirs_devices,
+                "device keys of {t} as {} sees them",
+                viewer.user_id
+            );
+            for (field, theirs) in [
+                ("master_key", &synapse["master_keys"][t]),
+                ("self_signing_key", &synapse["self_signing_keys"][t]),
+                ("user_signing_key", &synapse["user_signing_keys"][t]),
+            ] {
+                let ours = &ours[field];
+                let what = format!("{field} of {t} as {} sees it", viewer.user_id);
+                assert_eq!(ours.is_null(), theirs.is_null(), "{what}");
+                if theirs.is_null() {
+                    continue;
+                }
+                for k in ["user_id", "usage", "keys"] {
+                    assert_eq!(ours[k], theirs[k], "{what}: {k}");
+                }
+                let (o, th) = (signatures(ours), signatures(theirs));
+                assert!(th.is_subset(&o), "{what}: Synapse's {th:?}, ours {o:?}");
+                for (signer, _, _) in o.difference(&th) {
+                    assert!(
+                        signer == t || viewer.user_id == t,
+                        "{what}: a signature by {signer} shown to someone else"
+                    );
+                }
+                verified += th.iter().filter(|(signer, _, _)| signer != t).count();
+            }
+        }
+    }
+    // The scenario: alice verified bob (her user-signing key signed his master key).
+    assert!(verified >= 1, "no verified contact in the scenario");
+    let bob = &s.users["bob"].user_id;
+    let alice = &s.users["alice"].user_id;
+    let as_alice = reader::keys_query(store, alice, bob).unwrap();
+    assert!(signatures(&as_alice["master_key"])
+        .iter()
+        .any(|(signer, _, _)| signer == alice));
+    let as_carol = reader::keys_query(store, &s.users["carol"].user_id, bob).unwrap();
+    assert!(
+        !signatures(&as_carol["master_key"])
+            .iter()
+            .any(|(signer, _, _)| signer == alice),
+        "alice's signature is hers to see"
+    );
+}
+
+/// An erased (GDPR) user's messages reach Conduit as Synapse serves them to other servers:
+/// pruned, for every member (docs/CONDUIT.md, "Erased users").
+fn erased_users_messages_stay_pruned(archive: &Archive, store: &mut Box<dyn Store>) {
+    let erin = &common::scenario().users["erin"];
+    assert!(erin.erased);
+    let mut pruned = 0;
+    for room_id in archive.room_ids().unwrap() {
+        for pdu in reader::timeline_pdus(store, &room_id).unwrap() {
+            if pdu["sender"] == erin.user_id.as_str() && pdu["type"] == "m.room.message" {
+                assert_eq!(pdu["content"], serde_json::json!({}), "{}", pdu["event_id"]);
+                pruned += 1;
+            }
+        }
+    }
+    assert!(pruned > 0, "erin sent messages in the scenario");
 }
 
 /// Transition mode (`--recent N`): each room's timeline is its last N events, the current state

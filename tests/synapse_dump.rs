@@ -356,3 +356,51 @@ fn a_killed_dump_resumes_to_the_same_archive() {
     assert_eq!(comparable(&root), comparable(reference));
     assert_eq!(manifest(&root).counts, manifest(reference).counts);
 }
+
+/// A verified contact: alice's user-signing key signed bob's master key. The dump keeps that
+/// signature in alice's file — from Synapse's database, and the same from alice's own
+/// `/keys/query` when no database is given.
+#[test]
+fn signatures_on_verified_contacts_are_kept_with_and_without_the_database() {
+    let s = scenario();
+    let (alice, bob) = (&s.users["alice"].user_id, &s.users["bob"].user_id);
+    let (root, _) = reference_archive();
+    let with_db: UserRecord =
+        fsutil::read_json(&Archive::open(root).unwrap().user_path(alice)).unwrap();
+    let bobs: UserRecord = fsutil::read_json(&Archive::open(root).unwrap().user_path(bob)).unwrap();
+    let master = bobs.e2e.master_key.unwrap();
+    let public = master["keys"].as_object().unwrap().values().next().unwrap();
+    let sigs = &with_db.e2e.signatures_on_others[bob][public.as_str().unwrap()];
+    let usk = with_db.e2e.user_signing_key.as_ref().unwrap();
+    let usk_id = usk["keys"].as_object().unwrap().keys().next().unwrap();
+    assert!(sigs.contains_key(usk_id), "{sigs:?}");
+    assert!(with_db.e2e.remote_master_keys.is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("a");
+    let flags = common::synapse_flags();
+    let no_db: Vec<&str> = flags
+        .iter()
+        .map(String::as_str)
+        .take_while(|f| *f != "--synapse-db")
+        .collect();
+    for what in ["keys", "users"] {
+        let out = common::tm(
+            &[
+                &["synapse", "dump", what, "--user", alice][..],
+                &no_db,
+                &["--archive", archive.to_str().unwrap()],
+            ]
+            .concat(),
+            &[("TM_TEST_TOKEN", &s.admin.access_token)],
+        );
+        assert!(out.status.success(), "{what}: {}", text(&out));
+    }
+    let from_api: UserRecord =
+        fsutil::read_json(&Archive::open(&archive).unwrap().user_path(alice)).unwrap();
+    assert!(!from_api.secrets.read_from_db);
+    assert_eq!(
+        from_api.e2e.signatures_on_others,
+        with_db.e2e.signatures_on_others
+    );
+}

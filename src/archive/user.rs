@@ -81,7 +81,20 @@ pub struct E2eKeys {
     /// Fallback keys by device, then by `algorithm:key_id` (database only).
     #[serde(default)]
     pub fallback_keys: BTreeMap<String, BTreeMap<String, FallbackKey>>,
+    /// Signatures this user made on other users' master keys: a verified contact (their
+    /// user-signing key signed the contact's master key). Target user → the signed key's
+    /// public key → signing key id (`ed25519:…`) → signature. Synapse shows each only to the
+    /// user who made it; see docs/CONDUIT.md, "Verified contacts".
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub signatures_on_others: SignaturesOnOthers,
+    /// The master keys of remote users this user signed, as Synapse last had them (database
+    /// only): Conduit keeps its users' signatures on a remote key in its own copy of that key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub remote_master_keys: BTreeMap<String, Value>,
 }
+
+/// Signatures one user made on others' keys, in [`E2eKeys::signatures_on_others`]'s shape.
+pub type SignaturesOnOthers = BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>>;
 
 /// A fallback key and whether it was used.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

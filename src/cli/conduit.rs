@@ -82,6 +82,12 @@ pub fn run(cmd: ConduitCmd, config: &Config) -> Result<i32> {
                 "wrote {} users ({} already there, kept as they are), {} rooms, {} events ({} already there), {} state snapshots, {} state resolutions, {} media",
                 s.users, s.users_kept, s.rooms, s.events, s.events_already_there, s.state_snapshots, s.state_resolutions, s.media
             );
+            if s.signatures > 0 {
+                println!(
+                    "{} signatures of verified contacts (users' signatures on each other's keys)",
+                    s.signatures
+                );
+            }
             if s.left_to_backfill > 0 {
                 println!(
                     "{} older events left to the backfill proxy: run `transition-matrix proxy` and give Conduit \
@@ -136,10 +142,12 @@ pub fn run(cmd: ConduitCmd, config: &Config) -> Result<i32> {
                 Backend::Sqlite => verify(&mut SqliteStore::open(&a.database)?, public, media)?,
                 Backend::Rocksdb => verify(&mut RocksStore::open(&a.database)?, public, media)?,
             };
-            println!(
-                "{} rooms, {} events, {} users, {} media checked",
-                r.rooms, r.events, r.users, r.media
-            );
+            if !r.unfinished {
+                println!(
+                    "{} rooms, {} events, {} users, {} media checked",
+                    r.rooms, r.events, r.users, r.media
+                );
+            }
             for violation in &r.violations {
                 println!("✗ {violation}");
             }

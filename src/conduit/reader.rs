@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::conduit::schema::{decode_statediff, read_u64be, u64be, SEP};
+use crate::conduit::schema::{decode_statediff, joined, read_u64be, u64be, SEP};
 use crate::conduit::store::Store;
 use crate::error::{Error, Result};
 
@@ -126,4 +126,59 @@ pub fn current_state<S: Store>(
         .and_then(read_u64be)
         .ok_or_else(|| bad(format!("room {room_id} has no current state")))?;
     state(store, sh)
+}
+
+/// What Conduit v0.10.12's `POST /keys/query` answers `viewer` about the local user `target`:
+/// `{"device_keys": {device: keys}, "master_key", "self_signing_key", "user_signing_key"}`.
+/// Cross-signing keys carry the signatures Conduit shows that viewer: all of them on the
+/// viewer's own keys, else the owner's and the viewer's (its `clean_signatures`); the
+/// user-signing key only to its owner (docs/CONDUIT.md, "Verified contacts").
+pub fn keys_query<S: Store>(
+    store: &mut S,
+    viewer: &str,
+    target: &str,
+) -> Result<serde_json::Value> {
+    use serde_json::{json, Value};
+    let uid = target.as_bytes();
+    let mut devices = serde_json::Map::new();
+    for (k, meta) in store.scan_prefix("userdeviceid_metadata", &joined(&[uid, b""]))? {
+        let device = &k[uid.len() + 1..];
+        let Some(keys) = store.get("keyid_key", &joined(&[uid, device]))? else {
+            continue;
+        };
+        let mut keys: Value = serde_json::from_slice(&keys)
+            .map_err(|e| bad(format!("device keys of {target}: {e}")))?;
+        let meta: Value = serde_json::from_slice(&meta)
+            .map_err(|e| bad(format!("device metadata of {target}: {e}")))?;
+        if let (Some(name), Some(fields)) = (meta["display_name"].as_str(), keys.as_object_mut()) {
+            let unsigned = fields.entry("unsigned").or_insert_with(|| json!({}));
+            unsigned["device_display_name"] = Value::String(name.to_owned());
+        }
+        devices.insert(String::from_utf8_lossy(device).into_owned(), keys);
+    }
+    let mut out = json!({ "device_keys": devices });
+    for (tree, field) in [
+        ("userid_masterkeyid", "master_key"),
+        ("userid_selfsigningkeyid", "self_signing_key"),
+        ("userid_usersigningkeyid", "user_signing_key"),
+    ] {
+        if field == "user_signing_key" && viewer != target {
+            continue;
+        }
+        let Some(id) = store.get(tree, uid)? else {
+            continue;
+        };
+        let Some(bytes) = store.get("keyid_key", &id)? else {
+            continue;
+        };
+        let mut key: Value =
+            serde_json::from_slice(&bytes).map_err(|e| bad(format!("{field} of {target}: {e}")))?;
+        if field != "user_signing_key" && viewer != target {
+            if let Some(sigs) = key.get_mut("signatures").and_then(Value::as_object_mut) {
+                sigs.retain(|signer, _| signer == target || signer == viewer);
+            }
+        }
+        out[field] = key;
+    }
+    Ok(out)
 }

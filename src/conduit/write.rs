@@ -58,6 +58,8 @@ pub struct WriteSummary {
     /// Events left to the backfill proxy (`recent`).
     pub left_to_backfill: u64,
     pub media: u64,
+    /// Signatures users made on each other's master keys (verified contacts).
+    pub signatures: u64,
     /// The admin room, when this write created it.
     pub admin_room: Option<String>,
     /// Synapse's server admins, who are Conduit admins now.
@@ -240,10 +242,18 @@ impl<S: Store> WriteSession<S> {
         self.w.commit_if_due()
     }
 
-    /// Writes the archive's users, then its media.
+    /// Writes the archive's users, then the signatures they made on each other's keys (every
+    /// signed key is there by then), then its media.
     pub fn users_and_media(&mut self, archive: &Archive, plan: &Plan) -> Result<()> {
+        let mut signers = Vec::new();
         for path in &plan.user_files {
-            self.user(&fsutil::read_json(path)?)?;
+            let user: UserRecord = fsutil::read_json(path)?;
+            if self.user(&user)? && !user.e2e.signatures_on_others.is_empty() {
+                signers.push(user);
+            }
+        }
+        for signer in &signers {
+            self.sum.signatures += self.w.put_signatures_on_others(signer)?;
         }
         for meta in &plan.media {
             self.media(archive, meta)?;
@@ -251,8 +261,9 @@ impl<S: Store> WriteSession<S> {
         Ok(())
     }
 
-    /// Writes one user (a user Conduit has served since an earlier write keeps what it has).
-    pub fn user(&mut self, user: &UserRecord) -> Result<()> {
+    /// Writes one user (a user Conduit has served since an earlier write keeps what it has);
+    /// whether it was written.
+    pub fn user(&mut self, user: &UserRecord) -> Result<bool> {
         if self.w.was_complete
             && self
                 .w
@@ -261,14 +272,14 @@ impl<S: Store> WriteSession<S> {
                 .is_some()
         {
             self.sum.users_kept += 1;
-            return Ok(());
+            return Ok(false);
         }
         self.w.put_user(user)?;
         self.sum.users += 1;
         if self.sum.users.is_multiple_of(1000) {
             self.w.commit()?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Copies one media file into Conduit's media directory and records it.

@@ -326,6 +326,22 @@ impl UserApi {
             .await
     }
 
+    /// Device and cross-signing keys of other users, as this user sees them (with the
+    /// signatures this user made on them).
+    pub async fn keys_query_of(&self, users: &[&str]) -> Result<Value> {
+        let wanted: serde_json::Map<String, Value> =
+            users.iter().map(|u| ((*u).to_owned(), json!([]))).collect();
+        let body = json!({ "device_keys": wanted });
+        self.http
+            .json(
+                Method::POST,
+                "/_matrix/client/v3/keys/query",
+                Some(&self.auth),
+                Some(&body),
+            )
+            .await
+    }
+
     /// The latest key backup version, or `None` when the user has none.
     pub async fn key_backup_version(&self) -> Result<Option<Value>> {
         match self.get("/_matrix/client/v3/room_keys/version").await {

@@ -8,7 +8,7 @@
 use serde_json::Value;
 use sqlx::{any::AnyPoolOptions, AnyPool, Row};
 
-use crate::archive::user::{AccessToken, FallbackKey, UserRecord};
+use crate::archive::user::{AccessToken, FallbackKey, SignaturesOnOthers, UserRecord};
 use crate::error::{Error, Result};
 
 /// A read-only connection pool to Synapse's database.
@@ -190,8 +190,74 @@ impl SynapseDb {
                 },
             );
         }
+        self.read_signatures_on_others(user).await?;
         user.secrets.read_from_db = true;
         Ok(())
+    }
+
+    /// The signatures the user made on other users' keys (their verified contacts), and the
+    /// master keys of the remote users among them. Only signatures on a target's current
+    /// master key count: Synapse returns no other.
+    async fn read_signatures_on_others(&self, user: &mut UserRecord) -> Result<()> {
+        let uid = user.user_id.as_str();
+        let rows = sqlx::query(
+            "SELECT target_user_id, target_device_id, key_id, signature \
+             FROM e2e_cross_signing_signatures WHERE user_id = $1 AND target_user_id <> $1 \
+             ORDER BY target_user_id, target_device_id, key_id",
+        )
+        .bind(uid)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut sigs = SignaturesOnOthers::new();
+        for r in &rows {
+            let target: String = r.try_get("target_user_id")?;
+            let key: String = r.try_get("target_device_id")?;
+            sigs.entry(target)
+                .or_default()
+                .entry(key)
+                .or_default()
+                .insert(r.try_get("key_id")?, r.try_get("signature")?);
+        }
+        user.e2e.remote_master_keys.clear();
+        let local = <&ruma::UserId>::try_from(uid)
+            .ok()
+            .map(|u| u.server_name().to_owned());
+        for (target, keys) in &mut sigs {
+            let Some(master) = self.master_key(target).await? else {
+                keys.clear();
+                continue;
+            };
+            let public = master["keys"]
+                .as_object()
+                .and_then(|k| k.values().next())
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            keys.retain(|k, _| *k == public);
+            let remote = <&ruma::UserId>::try_from(target.as_str())
+                .is_ok_and(|t| Some(t.server_name()) != local.as_deref());
+            if !keys.is_empty() && remote {
+                user.e2e.remote_master_keys.insert(target.clone(), master);
+            }
+        }
+        sigs.retain(|_, keys| !keys.is_empty());
+        user.e2e.signatures_on_others = sigs;
+        Ok(())
+    }
+
+    /// A user's current master key as Synapse stores it (local or cached remote).
+    async fn master_key(&self, user_id: &str) -> Result<Option<Value>> {
+        let row = sqlx::query(
+            "SELECT keydata FROM e2e_cross_signing_keys WHERE user_id = $1 \
+             AND keytype = 'master' ORDER BY stream_id DESC LIMIT 1",
+        )
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => Ok(Some(json_or_string(&r.try_get::<String, _>("keydata")?))),
+            None => Ok(None),
+        }
     }
 }
 

@@ -141,11 +141,7 @@ impl<S: Store> Writer<S> {
         ] {
             let Some(key) = key else { continue };
             // keyid_key is keyed by the public key itself (the value of the one-entry `keys`).
-            let Some(public) = key["keys"]
-                .as_object()
-                .and_then(|m| m.values().next())
-                .and_then(Value::as_str)
-            else {
+            let Some(public) = master_public(key) else {
                 return Err(Error::malformed(
                     format!("cross-signing key of {}", u.user_id),
                     "no public key",
@@ -179,6 +175,69 @@ impl<S: Store> Writer<S> {
             self.store.put("keychangeid_userid", &k, uid)?;
         }
         Ok(())
+    }
+
+    /// Adds the signatures `u` made on other users' master keys to those keys, as Conduit's
+    /// `sign_key` does: the signed key's JSON in `keyid_key` holds every signer's signatures,
+    /// and `/keys/query` shows each viewer the owner's and their own (docs/CONDUIT.md,
+    /// "Verified contacts"). Run after every user is written, so local targets are there.
+    /// Returns the signatures added; one on a key that is no longer the target's master key is
+    /// left out (Synapse shows none such either).
+    pub fn put_signatures_on_others(&mut self, u: &UserRecord) -> Result<u64> {
+        let mut added = 0;
+        for (target, keys) in &u.e2e.signatures_on_others {
+            let tid = target.as_bytes();
+            let remote = u.e2e.remote_master_keys.get(target);
+            for (public, sigs) in keys {
+                let id = joined(&[tid, public.as_bytes()]);
+                let stored = self.store.get("keyid_key", &id)?;
+                let mut key: Value = match remote {
+                    // A remote user's key: the one Synapse cached, or our copy of it.
+                    Some(master) if master_public(master) == Some(public.as_str()) => {
+                        match stored {
+                            Some(bytes) => parse_key(&bytes, target)?,
+                            None => master.clone(),
+                        }
+                    }
+                    Some(_) => continue,
+                    // A local user's key, if it is still their master key.
+                    None => match stored {
+                        Some(bytes)
+                            if self.store.get("userid_masterkeyid", tid)?.as_deref()
+                                == Some(&id[..]) =>
+                        {
+                            parse_key(&bytes, target)?
+                        }
+                        _ => continue,
+                    },
+                };
+                let Some(fields) = key.as_object_mut() else {
+                    continue;
+                };
+                let mut signatures = fields
+                    .get("signatures")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                let mut mine = signatures
+                    .get(&u.user_id)
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                for (key_id, sig) in sigs {
+                    mine.insert(key_id.clone(), Value::String(sig.clone()));
+                    added += 1;
+                }
+                signatures.insert(u.user_id.clone(), Value::Object(mine));
+                fields.insert("signatures".into(), Value::Object(signatures));
+                self.store
+                    .put("keyid_key", &id, key.to_string().as_bytes())?;
+                if remote.is_some() {
+                    self.store.put("userid_masterkeyid", tid, &id)?;
+                }
+            }
+        }
+        Ok(added)
     }
 
     fn put_key_backup(&mut self, u: &UserRecord) -> Result<()> {
@@ -242,6 +301,19 @@ impl<S: Store> Writer<S> {
         )?;
         self.store.put("roomusertype_roomuserdataid", &index, &key)
     }
+}
+
+fn parse_key(bytes: &[u8], owner: &str) -> Result<Value> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::malformed(format!("master key of {owner} in the database"), e))
+}
+
+/// The public key of a cross-signing key: the value of its one-entry `keys`.
+fn master_public(key: &Value) -> Option<&str> {
+    key["keys"]
+        .as_object()
+        .and_then(|m| m.values().next())
+        .and_then(Value::as_str)
 }
 
 #[cfg(test)]
@@ -373,5 +445,114 @@ mod tests {
             }
         }
         assert!(s.get("token_userdeviceid", b"syt_old").unwrap().is_none());
+    }
+
+    fn stored_key(s: &mut SqliteStore, id: &[u8]) -> Value {
+        serde_json::from_slice(&s.get("keyid_key", id).unwrap().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_verified_contacts_signature_joins_their_master_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::begin(SqliteStore::open(dir.path()).unwrap(), "example.test").unwrap();
+        let mut bob = UserRecord {
+            user_id: "@bob:example.test".into(),
+            ..Default::default()
+        };
+        bob.e2e.master_key = Some(json!({"user_id": "@bob:example.test", "usage": ["master"],
+            "keys": {"ed25519:BOBPUB": "BOBPUB"},
+            "signatures": {"@bob:example.test": {"ed25519:BOBPHONE": "self"}}}));
+        let mut a = alice();
+        a.e2e.signatures_on_others = BTreeMap::from([
+            (
+                "@bob:example.test".to_owned(),
+                BTreeMap::from([
+                    (
+                        "BOBPUB".to_owned(),
+                        BTreeMap::from([("ed25519:USK".to_owned(), "sig".to_owned())]),
+                    ),
+                    // A key bob no longer has: Synapse shows no signature on it either.
+                    (
+                        "OLDPUB".to_owned(),
+                        BTreeMap::from([("ed25519:USK".to_owned(), "old".to_owned())]),
+                    ),
+                ]),
+            ),
+            (
+                "@rita:remote.test".to_owned(),
+                BTreeMap::from([(
+                    "RITAPUB".to_owned(),
+                    BTreeMap::from([("ed25519:USK".to_owned(), "rsig".to_owned())]),
+                )]),
+            ),
+        ]);
+        a.e2e.remote_master_keys.insert(
+            "@rita:remote.test".into(),
+            json!({"user_id": "@rita:remote.test", "usage": ["master"],
+                "keys": {"ed25519:RITAPUB": "RITAPUB"}}),
+        );
+        w.put_user(&a).unwrap();
+        w.put_user(&bob).unwrap();
+        assert_eq!(w.put_signatures_on_others(&a).unwrap(), 2);
+        // Twice is the same as once.
+        assert_eq!(w.put_signatures_on_others(&a).unwrap(), 2);
+        let mut s = w.finish().unwrap();
+        let bobs = stored_key(&mut s, b"@bob:example.test\xffBOBPUB");
+        assert_eq!(
+            bobs["signatures"],
+            json!({"@bob:example.test": {"ed25519:BOBPHONE": "self"},
+                "@alice:example.test": {"ed25519:USK": "sig"}})
+        );
+        assert!(s
+            .get("keyid_key", b"@bob:example.test\xffOLDPUB")
+            .unwrap()
+            .is_none());
+        let ritas = stored_key(&mut s, b"@rita:remote.test\xffRITAPUB");
+        assert_eq!(
+            ritas["signatures"],
+            json!({"@alice:example.test": {"ed25519:USK": "rsig"}})
+        );
+        assert_eq!(
+            s.get("userid_masterkeyid", b"@rita:remote.test").unwrap(),
+            Some(b"@rita:remote.test\xffRITAPUB".to_vec())
+        );
+        // What Conduit shows: alice sees her signature, carol does not, bob sees all.
+        let as_alice =
+            crate::conduit::reader::keys_query(&mut s, "@alice:example.test", "@bob:example.test")
+                .unwrap();
+        assert_eq!(as_alice["master_key"]["signatures"], bobs["signatures"]);
+        let as_carol =
+            crate::conduit::reader::keys_query(&mut s, "@carol:example.test", "@bob:example.test")
+                .unwrap();
+        assert_eq!(
+            as_carol["master_key"]["signatures"],
+            json!({"@bob:example.test": {"ed25519:BOBPHONE": "self"}})
+        );
+        assert!(as_carol.get("user_signing_key").is_none());
+    }
+
+    /// Conduit takes the bytewise-greatest version as the latest backup, and a backup made on
+    /// Conduit after the migration gets the next count: it must sort after the migrated one
+    /// (Synapse's "2" would sort after it, hiding the new backup; docs/CONDUIT.md).
+    #[test]
+    fn a_backup_made_after_the_migration_is_the_latest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::begin(SqliteStore::open(dir.path()).unwrap(), "example.test").unwrap();
+        let mut a = alice();
+        a.key_backup.as_mut().unwrap().version = "2".into();
+        // Enough counts that Conduit's next version has more digits than "2".
+        for _ in 0..20 {
+            w.next_count();
+        }
+        w.put_user(&a).unwrap();
+        let later = w.next_count().to_string();
+        let mut s = w.finish().unwrap();
+        let versions: Vec<Vec<u8>> = tree(&mut s, "backupid_algorithm")
+            .into_iter()
+            .map(|(k, _)| k[b"@alice:example.test".len() + 1..].to_vec())
+            .collect();
+        assert_eq!(versions.len(), 1);
+        assert_ne!(versions[0], b"2".to_vec(), "Synapse's version kept");
+        assert!(later.as_bytes() > &versions[0][..], "{later} sorts first");
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use super::{for_each_item, Ctx, DumpSummary, Item};
-use crate::archive::user::{Device, KeyBackup, UserRecord};
+use crate::archive::user::{Device, KeyBackup, SignaturesOnOthers, UserRecord};
 use crate::archive::{fsutil, Entry, ItemKind};
 use crate::error::{Error, Result};
 use crate::synapse::admin::UserApi;
@@ -18,19 +18,7 @@ const PUPPET_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// Every local user (admin list entries), or just the one asked for.
 pub(super) async fn list(ctx: &Ctx<'_>) -> Result<Vec<Value>> {
-    let suffix = format!(":{}", ctx.source.server_name);
-    let mut users: Vec<Value> = ctx
-        .source
-        .admin
-        .list_users()
-        .await?
-        .into_iter()
-        .filter(|u| {
-            u.get("name")
-                .and_then(Value::as_str)
-                .is_some_and(|n| n.ends_with(&suffix))
-        })
-        .collect();
+    let mut users = all_local(ctx).await?;
     if let Some(only) = &ctx.opts.only_user {
         users.retain(|u| u.get("name").and_then(Value::as_str) == Some(only.as_str()));
         if users.is_empty() {
@@ -43,7 +31,40 @@ pub(super) async fn list(ctx: &Ctx<'_>) -> Result<Vec<Value>> {
     Ok(users)
 }
 
+/// Every local user's admin list entry.
+async fn all_local(ctx: &Ctx<'_>) -> Result<Vec<Value>> {
+    let suffix = format!(":{}", ctx.source.server_name);
+    Ok(ctx
+        .source
+        .admin
+        .list_users()
+        .await?
+        .into_iter()
+        .filter(|u| {
+            u.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.ends_with(&suffix))
+        })
+        .collect())
+}
+
+fn names(users: &[Value]) -> Vec<String> {
+    users
+        .iter()
+        .filter_map(|u| u.get("name").and_then(Value::as_str))
+        .map(str::to_owned)
+        .collect()
+}
+
 pub(super) async fn dump(ctx: &Ctx<'_>, users: &[Value], summary: &mut DumpSummary) -> Result<()> {
+    // Whom a user may have verified: every local user (without the database, each verifier's
+    // view of their keys is the only place Synapse shows the signatures).
+    let everyone = if ctx.opts.only_user.is_some() {
+        names(&all_local(ctx).await?)
+    } else {
+        names(users)
+    };
+    let everyone = &everyone;
     let items: Vec<Item<()>> = users
         .iter()
         .filter_map(|u| u.get("name").and_then(Value::as_str))
@@ -59,14 +80,14 @@ pub(super) async fn dump(ctx: &Ctx<'_>, users: &[Value], summary: &mut DumpSumma
         ItemKind::User,
         items,
         bar,
-        |id, ()| async move { dump_one(ctx, &id).await },
+        |id, ()| async move { dump_one(ctx, &id, everyone).await },
         summary,
     )
     .await;
     Ok(())
 }
 
-async fn dump_one(ctx: &Ctx<'_>, user_id: &str) -> Result<()> {
+async fn dump_one(ctx: &Ctx<'_>, user_id: &str, everyone: &[String]) -> Result<()> {
     let src = ctx.source;
     let admin = &src.admin;
     let details = admin.user(user_id).await?;
@@ -104,7 +125,7 @@ async fn dump_one(ctx: &Ctx<'_>, user_id: &str) -> Result<()> {
         Some(t) => UserApi::new(admin.http.clone(), t, user_id)?,
         None => admin.as_own_user().await?,
     };
-    let client_result = read_as_user(&api, &mut user).await;
+    let client_result = read_as_user(&api, &mut user, everyone, src.db.is_none()).await;
     if token.is_some() {
         if let Err(e) = api.logout().await {
             tracing::warn!(
@@ -138,8 +159,14 @@ async fn dump_one(ctx: &Ctx<'_>, user_id: &str) -> Result<()> {
     Ok(())
 }
 
-/// What the user's own client API gives.
-async fn read_as_user(api: &UserApi, user: &mut UserRecord) -> Result<()> {
+/// What the user's own client API gives. `everyone` (the local users) is whom the user may
+/// have verified; their signatures are read here only when the database will not give them.
+async fn read_as_user(
+    api: &UserApi,
+    user: &mut UserRecord,
+    everyone: &[String],
+    signatures_from_api: bool,
+) -> Result<()> {
     user.push_rules = Some(api.push_rules().await?);
     user.threepids = api.threepids().await?;
     let keys = api.keys_query().await?;
@@ -154,6 +181,9 @@ async fn read_as_user(api: &UserApi, user: &mut UserRecord) -> Result<()> {
         .get("user_signing_keys")
         .and_then(|m| m.get(uid))
         .cloned();
+    if signatures_from_api && user.e2e.user_signing_key.is_some() {
+        user.e2e.signatures_on_others = signatures_seen(api, uid, everyone).await?;
+    }
     if let Some(v) = api.key_backup_version().await? {
         let version = v
             .get("version")
@@ -194,6 +224,52 @@ async fn read_as_user(api: &UserApi, user: &mut UserRecord) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Users asked about in one `/keys/query`.
+const KEYS_QUERY_BATCH: usize = 500;
+
+/// The signatures `uid` made on other local users' master keys, as `uid`'s own `/keys/query`
+/// shows them (Synapse adds the requester's signatures to the keys it returns).
+async fn signatures_seen(
+    api: &UserApi,
+    uid: &str,
+    everyone: &[String],
+) -> Result<SignaturesOnOthers> {
+    let mut out = SignaturesOnOthers::new();
+    let others: Vec<&str> = everyone
+        .iter()
+        .map(String::as_str)
+        .filter(|u| *u != uid)
+        .collect();
+    for batch in others.chunks(KEYS_QUERY_BATCH) {
+        let keys = api.keys_query_of(batch).await?;
+        let Some(masters) = keys.get("master_keys").and_then(Value::as_object) else {
+            continue;
+        };
+        for (target, key) in masters {
+            let Some(public) = key["keys"]
+                .as_object()
+                .and_then(|k| k.values().next())
+                .and_then(Value::as_str)
+            else {
+                continue;
+            };
+            let Some(sigs) = key["signatures"][uid].as_object() else {
+                continue;
+            };
+            let sigs: BTreeMap<String, String> = sigs
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect();
+            if !sigs.is_empty() {
+                out.entry(target.clone())
+                    .or_default()
+                    .insert(public.to_owned(), sigs);
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn from_details(user_id: &str, d: &Value) -> UserRecord {
