@@ -38,6 +38,7 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(colour_on_stderr())
         .init();
     let code = match run(cli) {
         Ok(code) => code,
@@ -47,6 +48,13 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Colours only for a person at a terminal: never into a file or a pipe, never under
+/// `NO_COLOR` (any non-empty value, as no-color.org asks).
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// The error and its causes on one line, each cause once: the library's errors already name

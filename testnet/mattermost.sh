@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mattermost source databases for transition-matrix tests (no Docker; everything on 127.0.0.1).
 #
-#   testnet/mattermost.sh install | up | stop | env | status | verify | bench [N]
+#   testnet/mattermost.sh install | up | stop | clean | env | status | verify | bench [N]
 #
 # A private PostgreSQL 15 cluster (port ${TM_MM_PG_PORT:-15432}) and a private MariaDB
 # (port ${TM_MM_MYSQL_PORT:-13306}) holding Mattermost's schema and a deterministic fixture,
@@ -20,14 +20,25 @@ BENCH_POSTS="${TM_MM_BENCH_POSTS:-1000000}"
 DB=mattermost
 DB_USER=mmuser
 DB_PASS=mostest
-PGDATA="$STATE/pg/data"
-PGRUN="$STATE/pg/run"
+# PostgreSQL runs as the `postgres` OS user, which must reach its cluster. A clone in a private
+# home (root's 0700 ~, say) is out of its reach: the cluster then lives in a folder of this
+# clone's own under the system's temp directory, keyed by the clone's path (so two clones never
+# share one), and `clean` removes it with the rest of the state.
+PGBASE="$STATE/pg"
+pg_outside() { echo "${TMPDIR:-/tmp}/transition-matrix-$(printf %s "$ROOT" | sha256sum | cut -c1-12)/pg"; }
+if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1; then
+    mkdir -p "$STATE"
+    runuser -u postgres -- test -x "$STATE" 2>/dev/null || PGBASE="$(pg_outside)"
+fi
+PGDATA="$PGBASE/data"
+PGRUN="$PGBASE/run"
 MYDATA="$STATE/mysql/data"
 MYRUN="$STATE/mysql/run"
 GEN="$STATE/gen"
 SSH_PORT="${TM_MM_SSH_PORT:-12222}"
 SSHDIR="$STATE/ssh"
 
+. "$HERE/ports.sh"
 log() { echo "[mattermost] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
@@ -86,16 +97,16 @@ start_pg() {
     pg_running && return 0
     local bin t0=$EPOCHREALTIME
     bin="$(pg_bin)"
-    mkdir -p "$STATE/pg"
+    mkdir -p "$PGBASE"
     if [ ! -f "$PGDATA/PG_VERSION" ]; then
-        rm -rf "$PGDATA" "$STATE/pg/fixture.hash"
+        rm -rf "$PGDATA" "$PGBASE/fixture.hash"
         mkdir -p "$PGDATA" "$PGRUN"
-        [ "$(id -u)" != 0 ] || chown -R postgres: "$STATE/pg"
-        # /work/... must be traversable for the postgres user.
+        [ "$(id -u)" != 0 ] || chown -R postgres: "$PGBASE"
+        # Every folder above it must be traversable for the postgres user (see PGBASE).
         as_pg test -w "$PGDATA" || die "$PGDATA is not writable by the postgres user"
         as_pg "$bin/initdb" -D "$PGDATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
-            -E UTF8 --locale=C.UTF-8 >"$STATE/pg/initdb.log" 2>&1 \
-            || { cat "$STATE/pg/initdb.log" >&2; die "initdb failed"; }
+            -E UTF8 --locale=C.UTF-8 >"$PGBASE/initdb.log" 2>&1 \
+            || { cat "$PGBASE/initdb.log" >&2; die "initdb failed"; }
         cat >>"$PGDATA/postgresql.conf" <<EOF
 
 # transition-matrix test cluster
@@ -113,9 +124,10 @@ EOF
     fi
     mkdir -p "$PGRUN"
     [ "$(id -u)" != 0 ] || chown postgres: "$PGRUN"
-    ! port_busy "$PG_PORT" || die "127.0.0.1:$PG_PORT is already in use by another process (ss -ltnp | grep $PG_PORT)"
-    as_pg "$bin/pg_ctl" -D "$PGDATA" -l "$STATE/pg/postgres.log" -w -t 60 start >/dev/null \
-        || { tail -n 30 "$STATE/pg/postgres.log" >&2; die "PostgreSQL failed to start"; }
+    ! port_busy "$PG_PORT" || die "$(port_taken "$PG_PORT")"
+    as_pg "$bin/pg_ctl" -D "$PGDATA" -l "$PGBASE/postgres.log" -w -t 60 start >/dev/null \
+        || { tail -n 30 "$PGBASE/postgres.log" >&2; die "PostgreSQL failed to start"; }
+    claim_port "$PG_PORT"
     log "PostgreSQL up on 127.0.0.1:$PG_PORT ($(since "$t0") s)"
 }
 
@@ -150,7 +162,7 @@ EOF
             --skip-test-db >"$STATE/mysql/install-db.log" 2>&1 \
             || { cat "$STATE/mysql/install-db.log" >&2; die "mariadb-install-db failed"; }
     fi
-    ! port_busy "$MY_PORT" || die "127.0.0.1:$MY_PORT is already in use by another process (ss -ltnp | grep $MY_PORT)"
+    ! port_busy "$MY_PORT" || die "$(port_taken "$MY_PORT")"
     setsid "$(my_bin)" --defaults-file="$STATE/mysql/my.cnf" </dev/null >>"$STATE/mysql/mysqld.log" 2>&1 &
     local deadline=$((SECONDS + 60))
     until mysql_su -e 'SELECT 1' >/dev/null 2>&1; do
@@ -160,6 +172,7 @@ EOF
         fi
         sleep 0.2
     done
+    claim_port "$MY_PORT"
     log "MariaDB up on 127.0.0.1:$MY_PORT ($(since "$t0") s)"
 }
 
@@ -276,10 +289,10 @@ cmd_up() {
         generate "$GEN"
         echo "$hash" >"$GEN/fixture.hash"
     fi
-    if [ "$(cat "$STATE/pg/fixture.hash" 2>/dev/null)" != "$hash" ]; then
+    if [ "$(cat "$PGBASE/fixture.hash" 2>/dev/null)" != "$hash" ]; then
         log "loading PostgreSQL"
         load_pg "$DB" "$GEN"
-        echo "$hash" >"$STATE/pg/fixture.hash"
+        echo "$hash" >"$PGBASE/fixture.hash"
     fi
     if [ "$(cat "$STATE/mysql/fixture.hash" 2>/dev/null)" != "$hash" ]; then
         log "loading MariaDB"
@@ -296,7 +309,7 @@ cmd_bench() {
     cmd_install
     start_pg
     hash="$(fixture_hash "bench $n")"
-    if [ "$(cat "$STATE/pg/bench.hash" 2>/dev/null)" = "$hash" ]; then
+    if [ "$(cat "$PGBASE/bench.hash" 2>/dev/null)" = "$hash" ]; then
         log "mattermost_bench already holds $n posts ($hash)"; return 0
     fi
     log "generating bench data ($n posts)"
@@ -304,7 +317,7 @@ cmd_bench() {
     log "generated in $(since "$t0") s; loading"
     local t1=$EPOCHREALTIME
     load_pg mattermost_bench "$STATE/bench"
-    echo "$hash" >"$STATE/pg/bench.hash"
+    echo "$hash" >"$PGBASE/bench.hash"
     rm -f "$STATE/bench/pg-data.sql"  # ~300 MB for 10^6 posts; the database is the copy that counts
     log "loaded in $(since "$t1") s (total $(since "$t0") s)"
 }
@@ -333,18 +346,26 @@ cmd_status() {
     local pid
     pid="$(my_pid)"
     if [ -n "$pid" ]; then echo "mariadb: running pid $pid on 127.0.0.1:$MY_PORT ($MYDATA)"; else echo "mariadb: stopped ($MYDATA)"; fi
-    echo "fixture hash: $(fixture_hash small) (pg loaded: $(cat "$STATE/pg/fixture.hash" 2>/dev/null || echo -)," \
+    echo "fixture hash: $(fixture_hash small) (pg loaded: $(cat "$PGBASE/fixture.hash" 2>/dev/null || echo -)," \
         "mysql loaded: $(cat "$STATE/mysql/fixture.hash" 2>/dev/null || echo -))"
-    [ ! -f "$STATE/pg/bench.hash" ] || echo "bench: $(cat "$STATE/pg/bench.hash")"
+    [ ! -f "$PGBASE/bench.hash" ] || echo "bench: $(cat "$PGBASE/bench.hash")"
+}
+
+# Stops everything and removes this clone's state, the PostgreSQL cluster outside it included.
+cmd_clean() {
+    cmd_stop
+    rm -rf "$STATE" "$(dirname "$(pg_outside)")"
+    log "removed $STATE and $(dirname "$(pg_outside)")"
 }
 
 case "${1:-}" in
     install) cmd_install ;;
+    clean) cmd_clean ;;
     up) cmd_up ;;
     stop) cmd_stop ;;
     env) cmd_env ;;
     status) cmd_status ;;
     verify) cmd_verify ;;
     bench) cmd_bench "${2:-}" ;;
-    *) echo "usage: $0 install|up|stop|env|status|verify|bench [N]" >&2; exit 2 ;;
+    *) echo "usage: $0 install|up|stop|clean|env|status|verify|bench [N]" >&2; exit 2 ;;
 esac

@@ -18,6 +18,7 @@ PORT="${TM_SYNAPSE_PORT:-18008}"
 SNAPDIR="$TM_CACHE/testnet-snapshots"
 export TM_HUGE_EVENTS="${TM_HUGE_EVENTS:-5000}"
 
+. "$HERE/ports.sh"
 log() { echo "[testnet] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 # Wall-clock seconds since $1 (an $EPOCHREALTIME value), one decimal.
@@ -69,7 +70,7 @@ cmd_start() {
     local p
     for p in "$port" $([ "$name" = main ] && echo $((port + 1))); do
         if curl -s -o /dev/null -m 2 "http://127.0.0.1:$p/health"; then
-            die "127.0.0.1:$p is already in use by another process (an orphaned Synapse? see: ss -ltnp | grep $p)"
+            die "$(port_taken "$p")"
         fi
     done
     rm -f "$dir/homeserver.pid"
@@ -84,6 +85,7 @@ cmd_start() {
         fi
         sleep 0.2
     done
+    for p in "$port" $([ "$name" = main ] && echo $((port + 1))); do claim_port "$p"; done
     log "$name ($server) up on http://127.0.0.1:$port (pid $(running_pid "$name"))"
 }
 
@@ -113,6 +115,7 @@ cmd_populate() {
     [ ! -f "$TESTNET/main/scenario.json" ] || die "main is already populated (rm -rf $TESTNET/main to redo)"
     cmd_start main
     local t0=$EPOCHREALTIME
+    log "populating the test Synapse through its real APIs: about 2-4 minutes, once per machine (later runs restore a snapshot)"
     TM_INSTANCE="$TESTNET/main" TM_PORT="$PORT" TM_SCENARIO_HASH="$(scenario_hash)" populate_py scenario
     log "populated in $(since "$t0") s"
 }

@@ -217,3 +217,45 @@ fn diagnostics_pass_on_a_good_setup_and_explain_a_bad_one() {
         "{stdout}"
     );
 }
+
+/// Logs written to a file carry no colour escapes, even without `NO_COLOR`: colours are for a
+/// terminal only (a saved log or CI output with `\e[32m` in it is hard to read).
+#[test]
+fn logs_to_a_file_carry_no_colour_escapes() {
+    let s = scenario();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let archive = dir.path().join("a");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_transition-matrix"))
+        .args([
+            "-v",
+            "synapse",
+            "dump",
+            "keys",
+            "--synapse-url",
+            &s.client_url,
+        ])
+        .args([
+            "--homeserver-yaml",
+            &s.homeserver_yaml.display().to_string(),
+        ])
+        .args(["--admin-token-env", "TM_TEST_TOKEN", "--archive"])
+        .arg(&archive)
+        .env("TM_TEST_TOKEN", &s.admin.access_token)
+        .env_remove("NO_COLOR")
+        .env_remove("TM_CONFIG")
+        .stdout(std::fs::File::create(dir.path().join("out")).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(&log).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains("connected to Synapse"), "{text}");
+    assert!(
+        !bytes.contains(&0x1b),
+        "an escape byte in the log: {text:?}"
+    );
+    let out = std::fs::read(dir.path().join("out")).unwrap();
+    assert!(!out.contains(&0x1b), "an escape byte in the output");
+}

@@ -87,6 +87,27 @@ fn truncated_events_file_stops_unfinished_and_resumes_once_repaired() {
     );
     // Conduit refuses any version but 18, so it cannot start on what was written so far.
     assert_eq!(version(&db), Some(u64be(u64::MAX).to_vec()));
+    // verify says that first, and only that (not the violations an unfinished write has).
+    let db_arg = db.display().to_string();
+    let out = common::tm(
+        &[
+            "conduit",
+            "verify",
+            "--backend",
+            "sqlite",
+            "--database",
+            &db_arg,
+        ],
+        &[],
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    let findings: Vec<&str> = said.lines().filter(|l| l.starts_with('✗')).collect();
+    assert_eq!(findings.len(), 1, "{said}");
+    assert!(
+        findings[0].contains("unfinished write: run `conduit write` again"),
+        "{said}"
+    );
 
     std::fs::write(&events, &good).unwrap();
     let (code, err) = write(&archive, &db);

@@ -7,6 +7,7 @@ use crate::conduit::reader;
 use crate::conduit::schema::{joined, read_u64be, DATABASE_VERSION, SEP};
 use crate::conduit::store::Store;
 use crate::conduit::writer::media::media_file_path;
+use crate::conduit::writer::IN_PROGRESS;
 use crate::error::Result;
 
 /// What verification found.
@@ -16,8 +17,15 @@ pub struct VerifyReport {
     pub events: u64,
     pub users: u64,
     pub media: u64,
+    /// A write was interrupted: the database carries the writer's in-progress mark, and the
+    /// only finding is that (what an unfinished database lacks is no news).
+    pub unfinished: bool,
     pub violations: Vec<String>,
 }
+
+/// The finding on a database whose write did not finish.
+pub const UNFINISHED: &str = "unfinished write: run `conduit write` again (same archive, same \
+     options) to finish it; Conduit refuses to start on this database until then";
 
 /// Checks the whole database. `public_key` (base64), when given, must be the stored key's;
 /// `media_dir`, when given, must hold every media file the metadata names.
@@ -27,11 +35,16 @@ pub fn verify<S: Store>(
     media_dir: Option<&Path>,
 ) -> Result<VerifyReport> {
     let mut r = VerifyReport::default();
-    let mut v = |msg: String| r.violations.push(msg);
     let version = store
         .get("global", b"version")?
         .as_deref()
         .and_then(read_u64be);
+    if version == Some(IN_PROGRESS) {
+        r.unfinished = true;
+        r.violations.push(UNFINISHED.into());
+        return Ok(r);
+    }
+    let mut v = |msg: String| r.violations.push(msg);
     if version != Some(DATABASE_VERSION) {
         v(format!(
             "global.version is {version:?}, not {DATABASE_VERSION}"
