@@ -10,7 +10,7 @@ use transition_matrix::archive::media::MediaMeta;
 use transition_matrix::archive::room::{PduReader, RoomMeta, EVENTS};
 use transition_matrix::archive::{fsutil, Archive};
 use transition_matrix::conduit::store::{rocksdb::RocksStore, sqlite::SqliteStore, Backend, Store};
-use transition_matrix::conduit::write::{write_archive, WriteOptions};
+use transition_matrix::conduit::write::{reached_back, write_archive, WriteOptions};
 use transition_matrix::conduit::writer::media::media_file_path;
 use transition_matrix::conduit::{reader, schema};
 
@@ -373,6 +373,7 @@ fn recent_mode_keeps_the_last_events_and_all_state() {
             .map(|l| l.unwrap())
             .collect();
         let keep = all.len().saturating_sub(20);
+        let marked = reached_back(&rdir.join(EVENTS), keep as u64).unwrap();
         let want: Vec<String> = all[keep..].iter().map(|l| l.event_id.clone()).collect();
         assert_eq!(
             reader::timeline(&mut store, &room_id).unwrap(),
@@ -388,8 +389,8 @@ fn recent_mode_keeps_the_last_events_and_all_state() {
                 .is_some();
             assert_eq!(
                 in_outliers,
-                l.pdu.contains_key("state_key"),
-                "{} is an outlier iff it is a state event",
+                l.pdu.contains_key("state_key") || marked.contains(&l.event_id),
+                "{} is an outlier iff it is a state event or the window reaches back to it",
                 l.event_id
             );
             assert!(store
@@ -407,4 +408,64 @@ fn recent_mode_keeps_the_last_events_and_all_state() {
     let again = write_archive(&archive, &db, &options).unwrap();
     assert_eq!(again.events, 0);
     assert_eq!(before, tree_sizes(&db, Backend::Sqlite));
+}
+
+/// Transition mode, where the recent window reaches back: a redaction of an event older than
+/// the window (and thread replies to an older root) mark that event as full mode marks it, so
+/// the event Conduit stores when the proxy serves it (an outlier is moved into the timeline as
+/// stored, patches/README.md) equals the full-mode database's, `redacted_because` included.
+#[test]
+fn recent_mode_marks_old_events_as_full_mode_does() {
+    let (root, _) = common::reference_archive();
+    let archive = Archive::open(root).unwrap();
+    // A window that starts at the last redaction of the public room whose target is older.
+    let public = &common::scenario().rooms["public"].room_id;
+    let lines: Vec<_> = PduReader::open(&archive.room_dir(public).join(EVENTS))
+        .unwrap()
+        .map(|l| l.unwrap())
+        .collect();
+    let at = lines
+        .iter()
+        .rposition(|l| {
+            let v = serde_json::to_value(&l.pdu).unwrap();
+            v["type"] == "m.room.redaction"
+                && v["redacts"]
+                    .as_str()
+                    .or(v["content"]["redacts"].as_str())
+                    .is_some_and(|t| lines.iter().position(|o| o.event_id == t).is_some())
+        })
+        .expect("the public room has a redaction");
+    let n = (lines.len() - at) as u64;
+    let dir = tempfile::tempdir().unwrap();
+    let (full, recent) = (dir.path().join("full"), dir.path().join("recent"));
+    write_archive(&archive, &full, &WriteOptions::new(Backend::Sqlite)).unwrap();
+    let mut options = WriteOptions::new(Backend::Sqlite);
+    options.recent = Some(n);
+    write_archive(&archive, &recent, &options).unwrap();
+    // A second run keeps the marks (the window's events are not written again).
+    write_archive(&archive, &recent, &options).unwrap();
+    let (mut full, mut recent) = (open(&full, Backend::Sqlite), open(&recent, Backend::Sqlite));
+    let (mut redacted, mut threads) = (0, 0);
+    for room_id in archive.room_ids().unwrap() {
+        let rdir = archive.room_dir(&room_id);
+        let meta: RoomMeta = fsutil::read_json(&rdir.join("room.json")).unwrap();
+        let marked = reached_back(&rdir.join(EVENTS), meta.events.saturating_sub(n)).unwrap();
+        for id in marked {
+            let pid = full.get("eventid_pduid", id.as_bytes()).unwrap().unwrap();
+            let want: serde_json::Value =
+                serde_json::from_slice(&full.get("pduid_pdu", &pid).unwrap().unwrap()).unwrap();
+            let got: serde_json::Value = serde_json::from_slice(
+                &recent
+                    .get("eventid_outlierpdu", id.as_bytes())
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("{id} is not kept as an outlier")),
+            )
+            .unwrap();
+            assert_eq!(got, want, "{id} in room {room_id}");
+            redacted += usize::from(want["unsigned"].get("redacted_because").is_some());
+            threads += usize::from(want["unsigned"]["m.relations"].get("m.thread").is_some());
+        }
+    }
+    assert!(redacted >= 1, "no old event redacted from the window");
+    eprintln!("{redacted} redacted and {threads} thread roots reached back to");
 }

@@ -251,6 +251,23 @@ impl PduReader {
 }
 
 impl PduReader {
+    /// Passes over the next `n` lines without parsing them.
+    pub fn skip_lines(&mut self, n: u64) -> Result<()> {
+        for _ in 0..n {
+            match self.next_line() {
+                None => break,
+                Some(Ok(_)) => self.line_no += 1,
+                Some(Err(e)) => {
+                    return Err(Error::Archive {
+                        path: self.path.clone(),
+                        reason: format!("line {}: {e} (truncated or garbled?)", self.line_no + 1),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The same lines, read and parsed on a thread of its own a few batches ahead: decompressing
     /// and parsing JSON then overlap with what the consumer does with each line.
     pub fn prefetched(self) -> impl Iterator<Item = Result<PduLine>> {

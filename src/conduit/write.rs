@@ -1,6 +1,7 @@
 //! `conduit write`: an archive into a Conduit database — keys, users, rooms — resumable and
 //! safe to re-run (everything is keyed so a second write adds nothing).
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
 
@@ -11,7 +12,7 @@ use crate::archive::{fsutil, Archive};
 use crate::conduit::preflight::{preflight, Plan};
 use crate::conduit::schema::SEP;
 use crate::conduit::store::{refuse_if_open, Backend, Store};
-use crate::conduit::writer::Writer;
+use crate::conduit::writer::{aggregations, Writer};
 use crate::error::{Error, Result};
 use crate::matrix::keys::ServerKey;
 
@@ -78,6 +79,32 @@ pub fn write_archive(
     let plan = preflight(archive)?;
     let store = options.backend.open(database)?;
     write_plan(store, archive, &plan, options, database)
+}
+
+/// The events before the first `history_until` of a room's timeline that a later event
+/// redacts or replies to in a thread: in transition mode (`--recent`) they are kept as outliers
+/// and marked as full mode marks them, so the backfill stores them as full mode would have
+/// (docs/TRANSITION.md, "What reaches back"). Reads only the window's lines as PDUs.
+pub fn reached_back(events: &Path, history_until: u64) -> Result<HashSet<String>> {
+    let mut out = HashSet::new();
+    if history_until == 0 {
+        return Ok(out);
+    }
+    let mut reader = PduReader::open(events)?;
+    reader.skip_lines(history_until)?;
+    let mut window = HashSet::new();
+    for line in reader {
+        let line = line?;
+        let content = match line.pdu.get("content") {
+            Some(ruma::CanonicalJsonValue::Object(c)) => Some(c),
+            _ => None,
+        };
+        out.extend(aggregations::redaction_target(&line.pdu));
+        out.extend(content.and_then(aggregations::thread_root));
+        window.insert(line.event_id);
+    }
+    out.retain(|id| !window.contains(id));
+    Ok(out)
 }
 
 /// What [`write_as_archived`] hears from the import making the archive.
@@ -222,6 +249,10 @@ impl<S: Store> WriteSession<S> {
                 meta.room_id
             ));
         }
+        self.w.reached_back = match self.w.recent {
+            Some(n) => reached_back(&dir.join(EVENTS), meta.events.saturating_sub(n))?,
+            None => Default::default(),
+        };
         let outliers = PduReader::open(&dir.join(OUTLIERS))?.collect::<Result<Vec<_>>>()?;
         let report = self.w.put_room(
             meta,

@@ -132,7 +132,7 @@ impl<S: Store> Writer<S> {
         sender: &str,
     ) -> Result<()> {
         let Some(root_pid) = self.store.get("eventid_pduid", root.as_bytes())? else {
-            return Ok(());
+            return self.add_to_outlier_thread(root, reply_pid);
         };
         let t = self.threads.entry(root_pid).or_default();
         t.replies += 1;
@@ -220,7 +220,7 @@ impl<S: Store> Writer<S> {
         // The target may be a thread root or a latest reply: pending updates first.
         self.flush_threads()?;
         let Some((pid, mut json)) = self.stored_pdu(target)? else {
-            return Ok(());
+            return self.mark_outlier_redacted(target, redaction, rules);
         };
         let kind = json["type"].as_str().unwrap_or_default().to_owned();
         let Ok(content) = serde_json::from_value::<CanonicalJsonObject>(json["content"].clone())
@@ -238,6 +238,94 @@ impl<S: Store> Writer<S> {
             &pid,
             &serde_json::to_vec(&json).expect("JSON serializes"),
         )
+    }
+}
+
+/// An event older than the `--recent` window, kept as an outlier because the window refers to
+/// it: Conduit stores it in its timeline as it is stored here when the proxy serves it, so it
+/// gets what full mode would have written into it. Its thread's participants (`threadid_userids`,
+/// keyed by a timeline position it does not have yet) and relations (`tofrom_relation`, which
+/// Conduit keeps only between timeline counts) are not there (docs/TRANSITION.md).
+impl<S: Store> Writer<S> {
+    fn outlier(&mut self, event_id: &str) -> Result<Option<Value>> {
+        if !self.reached_back.contains(event_id) {
+            return Ok(None);
+        }
+        let Some(raw) = self.store.get("eventid_outlierpdu", event_id.as_bytes())? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&raw)
+            .map(Some)
+            .map_err(|e| Error::Conduit(format!("outlier {event_id}: stored JSON: {e}")))
+    }
+
+    fn put_outlier(&mut self, event_id: &str, json: &Value) -> Result<()> {
+        self.store.put(
+            "eventid_outlierpdu",
+            event_id.as_bytes(),
+            &serde_json::to_vec(json).expect("JSON serializes"),
+        )
+    }
+
+    /// [`Writer::add_to_thread`] for a root kept as an outlier: its summary, at once.
+    fn add_to_outlier_thread(&mut self, root: &str, reply_pid: &[u8]) -> Result<()> {
+        let Some(mut json) = self.outlier(root)? else {
+            return Ok(());
+        };
+        let reply = self.stored_json(reply_pid)?;
+        let latest: serde_json::Map<String, Value> = reply
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| SYNC_FIELDS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let Some(fields) = json.as_object_mut() else {
+            return Ok(());
+        };
+        let unsigned = fields.entry("unsigned").or_insert_with(|| json!({}));
+        if !unsigned.is_object() {
+            *unsigned = json!({});
+        }
+        let relations = unsigned
+            .as_object_mut()
+            .expect("an object")
+            .entry("m.relations")
+            .or_insert_with(|| json!({}));
+        if !relations.is_object() {
+            *relations = json!({});
+        }
+        let count = relations["m.thread"]["count"].as_u64().unwrap_or(0);
+        relations["m.thread"] = json!({
+            "count": count + 1,
+            "current_user_participated": true,
+            "latest_event": latest,
+        });
+        self.put_outlier(root, &json)
+    }
+
+    /// [`Writer::mark_redacted`] for a target kept as an outlier.
+    fn mark_outlier_redacted(
+        &mut self,
+        target: &str,
+        redaction: &Value,
+        rules: &RedactionRules,
+    ) -> Result<()> {
+        let Some(mut json) = self.outlier(target)? else {
+            return Ok(());
+        };
+        let kind = json["type"].as_str().unwrap_or_default().to_owned();
+        let Ok(content) = serde_json::from_value::<CanonicalJsonObject>(json["content"].clone())
+        else {
+            return Ok(());
+        };
+        let mut pruned = content.clone();
+        redact_content_in_place(&mut pruned, rules, &kind);
+        if pruned != content || !json.is_object() {
+            return Ok(());
+        }
+        json["unsigned"] = json!({ "redacted_because": redaction });
+        self.put_outlier(target, &json)
     }
 }
 

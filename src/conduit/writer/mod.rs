@@ -8,7 +8,7 @@
 //! counter and version 18 last.
 
 pub mod admin_room;
-mod aggregations;
+pub mod aggregations;
 pub mod media;
 pub mod rooms;
 pub mod users;
@@ -32,6 +32,10 @@ pub struct Writer<S: Store> {
     pub was_complete: bool,
     /// Write only the most recent N timeline events of each room (transition mode).
     pub recent: Option<u64>,
+    /// Events older than the `--recent` window of the room being written that an event inside
+    /// it redacts or replies to in a thread: kept as outliers marked as full mode marks them
+    /// ([`crate::conduit::write::reached_back`], docs/TRANSITION.md).
+    pub reached_back: std::collections::HashSet<String>,
     counter: u64,
     /// Events (and rooms) written since the last commit.
     uncommitted: u64,
@@ -84,6 +88,7 @@ impl<S: Store> Writer<S> {
             state_window: rooms::STATE_WINDOW,
             was_complete: existing && version == Some(DATABASE_VERSION),
             recent: None,
+            reached_back: Default::default(),
             counter,
             uncommitted: 0,
             threads: Default::default(),

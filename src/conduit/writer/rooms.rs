@@ -455,16 +455,27 @@ impl<S: Store> Writer<S> {
             self.store
                 .put("shorteventid_shortstatehash", &u64be(se), &u64be(sh))?;
         }
-        if let Some(info) = info {
-            if self
+        // State events (snapshots refer to them), and what the recent window marks: Conduit
+        // moves an outlier into its timeline as stored when the proxy serves it.
+        // A marked outlier from an earlier run keeps its marks (the window's events that made
+        // them are not written again).
+        let marked = self.reached_back.contains(event_id);
+        if (info.is_some() || marked)
+            && self
                 .store
                 .get("eventid_pduid", event_id.as_bytes())?
                 .is_none()
-            {
-                let stored = into_stored(event_id, &mut pdu_json);
-                self.store
-                    .put("eventid_outlierpdu", event_id.as_bytes(), &stored)?;
-            }
+            && !(marked
+                && self
+                    .store
+                    .get("eventid_outlierpdu", event_id.as_bytes())?
+                    .is_some())
+        {
+            let stored = into_stored(event_id, &mut pdu_json);
+            self.store
+                .put("eventid_outlierpdu", event_id.as_bytes(), &stored)?;
+        }
+        if let Some(info) = info {
             rc.state_events
                 .insert(OwnedEventId::try_from(event_id).expect("checked"), info);
         }
