@@ -12,9 +12,10 @@ own migrated access tokens; prints no secrets. Exit 1 if any check failed.
 """
 import argparse
 import json
-import sys
 import urllib.parse
 import urllib.request
+
+from checks import Checks
 
 MAX_PAGES = 500  # bounded: a room of the testnet has at most ~5,100 events
 
@@ -50,14 +51,7 @@ def main():
     ap.add_argument("--scenario", required=True)
     a = ap.parse_args()
     s = json.load(open(a.scenario))
-    failed = checks = redacted = 0
-
-    def check(ok, what):
-        nonlocal failed, checks
-        checks += 1
-        if not ok:
-            failed += 1
-            print(f"FAIL {what}")
+    check, redacted = Checks(), 0
 
     for name, user in s["users"].items():
         if user["deactivated"]:
@@ -81,8 +75,7 @@ def main():
                       f"{what}: {e['event_id']} redacted_because {rb and rb.get('event_id')} "
                       f"on Synapse, {cb and cb.get('event_id')} on Conduit")
                 redacted += bool(rb)
-    print(f"{checks - failed}/{checks} checks passed; {redacted} redacted events seen as redacted")
-    sys.exit(1 if failed else 0)
+    check.finish(f"{redacted} redacted events seen as redacted")
 
 
 if __name__ == "__main__":

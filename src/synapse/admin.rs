@@ -315,15 +315,7 @@ impl UserApi {
 
     /// Device and cross-signing keys of this user.
     pub async fn keys_query(&self) -> Result<Value> {
-        let body = json!({ "device_keys": { &self.user_id: [] } });
-        self.http
-            .json(
-                Method::POST,
-                "/_matrix/client/v3/keys/query",
-                Some(&self.auth),
-                Some(&body),
-            )
-            .await
+        self.keys_query_of(&[self.user_id.as_str()]).await
     }
 
     /// Device and cross-signing keys of other users, as this user sees them (with the

@@ -52,6 +52,18 @@ pub fn redaction_target(pdu: &CanonicalJsonObject) -> Option<String> {
     }
 }
 
+/// Whether a stored event's content is already what a redaction leaves of it (Synapse serves a
+/// redacted event pruned; one it kept whole was not redacted, whatever the redaction says).
+fn is_pruned(json: &Value, rules: &RedactionRules) -> bool {
+    let kind = json["type"].as_str().unwrap_or_default();
+    let Ok(content) = serde_json::from_value::<CanonicalJsonObject>(json["content"].clone()) else {
+        return false;
+    };
+    let mut pruned = content.clone();
+    redact_content_in_place(&mut pruned, rules, kind);
+    json.is_object() && pruned == content
+}
+
 /// Thread replies gathered for one root since the last flush.
 #[derive(Debug, Default)]
 pub struct PendingThread {
@@ -222,14 +234,7 @@ impl<S: Store> Writer<S> {
         let Some((pid, mut json)) = self.stored_pdu(target)? else {
             return self.mark_outlier_redacted(target, redaction, rules);
         };
-        let kind = json["type"].as_str().unwrap_or_default().to_owned();
-        let Ok(content) = serde_json::from_value::<CanonicalJsonObject>(json["content"].clone())
-        else {
-            return Ok(());
-        };
-        let mut pruned = content.clone();
-        redact_content_in_place(&mut pruned, rules, &kind);
-        if pruned != content {
+        if !is_pruned(&json, rules) {
             return Ok(()); // Synapse kept the content: the redaction was not applied.
         }
         json["unsigned"] = json!({ "redacted_because": redaction });
@@ -314,14 +319,7 @@ impl<S: Store> Writer<S> {
         let Some(mut json) = self.outlier(target)? else {
             return Ok(());
         };
-        let kind = json["type"].as_str().unwrap_or_default().to_owned();
-        let Ok(content) = serde_json::from_value::<CanonicalJsonObject>(json["content"].clone())
-        else {
-            return Ok(());
-        };
-        let mut pruned = content.clone();
-        redact_content_in_place(&mut pruned, rules, &kind);
-        if pruned != content || !json.is_object() {
+        if !is_pruned(&json, rules) {
             return Ok(());
         }
         json["unsigned"] = json!({ "redacted_because": redaction });
