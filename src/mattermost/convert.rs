@@ -33,7 +33,13 @@ impl Converter {
     /// The plain body: the Markdown source with emoji short names replaced.
     pub fn plain(&self, text: &str) -> String {
         // Custom emoji stay `:name:` in plain text.
-        replace_shortcodes(text, |name| unicode_emoji(name).map(str::to_owned))
+        replace_shortcodes(text, |name| {
+            let custom = self.custom_emoji.contains_key(name);
+            (!custom)
+                .then(|| system_emoji(name))
+                .flatten()
+                .map(str::to_owned)
+        })
     }
 
     /// The HTML rendering (hard line breaks, as Mattermost shows them).
@@ -99,11 +105,12 @@ impl Converter {
             if let Some(u) = unicode_emoji(name) {
                 return Some(u.to_owned());
             }
-            self.custom_emoji.get(name).map(|mxc| {
+            let custom = self.custom_emoji.get(name).map(|mxc| {
                 format!(
                     "<img data-mx-emoticon src=\"{mxc}\" alt=\":{name}:\" title=\":{name}:\" height=\"32\">"
                 )
-            })
+            });
+            custom.or_else(|| system_emoji(name).map(str::to_owned))
         });
         self.pills(&with_emoji)
     }
@@ -156,7 +163,11 @@ impl Converter {
 
     /// A reaction's key: the emoji itself, or `:name:` for custom emoji.
     pub fn reaction_key(&self, name: &str) -> String {
-        unicode_emoji(name)
+        let system = match self.custom_emoji.contains_key(name) {
+            true => unicode_emoji(name),
+            false => system_emoji(name),
+        };
+        system
             .map(str::to_owned)
             .unwrap_or_else(|| format!(":{name}:"))
     }
@@ -169,6 +180,12 @@ pub fn unicode_emoji(name: &str) -> Option<&'static str> {
     let table = super::emoji_table::EMOJI;
     let at = table.binary_search_by(|(n, _)| n.as_bytes().cmp(name.as_bytes()));
     at.ok().map(|i| table[i].1)
+}
+
+/// [`unicode_emoji`], else gemoji's name: Mattermost's table adds gemoji's aliases (`thinking`
+/// for `thinking_face`, `hugs`) to emoji-datasource's names.
+fn system_emoji(name: &str) -> Option<&'static str> {
+    unicode_emoji(name).or_else(|| emojis::get_by_shortcode(name).map(|e| e.as_str()))
 }
 
 /// Replaces `:name:` where `f` knows the name.
@@ -288,6 +305,9 @@ mod tests {
         }
         let m = c.message("hmm :thinking_face: :slightly_smiling_face:", "m.text");
         assert_eq!(m["body"], "hmm 🤔 🙂");
+        // gemoji's aliases, which Mattermost's table has too.
+        assert_eq!(c.reaction_key("thinking"), "🤔");
+        assert_eq!(c.reaction_key("hugs"), "🤗");
         // Unknown names and custom emoji keep their name.
         assert_eq!(c.reaction_key("no_such_emoji"), ":no_such_emoji:");
         assert_eq!(unicode_emoji(""), None);
