@@ -171,6 +171,23 @@ fn event_ids(a: &Archive, room: &str) -> Vec<String> {
         .collect()
 }
 
+/// The fixture channel holding a post, its room's timeline as stored, and the post's event id.
+fn post_in_room<'c>(
+    channels: &'c [Value],
+    store: &mut SqliteStore,
+    archive: &Path,
+    post: &str,
+) -> (&'c Value, Vec<Value>, String) {
+    let c = channels
+        .iter()
+        .find(|c| c["post_ids"].as_array().unwrap().iter().any(|p| p == post))
+        .unwrap();
+    let room_id = format!("!mm_{}:{SERVER}", c["id"].as_str().unwrap());
+    let pdus = reader::timeline_pdus(store, &room_id).unwrap();
+    let ev_id = mapping(archive, c["id"].as_str().unwrap())[post].clone();
+    (c, pdus, ev_id)
+}
+
 fn mapping(archive: &Path, key: &str) -> BTreeMap<String, String> {
     fsutil::read_json(&archive.join("mapping").join(format!("{key}.json"))).unwrap()
 }
@@ -430,13 +447,7 @@ fn postgres_import_verifies_and_reads_back_as_the_fixture() {
     let mut edit_rows_not_edits = 0;
     for e in f["edits"].as_array().unwrap() {
         let id = e["id"].as_str().unwrap();
-        let c = channels
-            .iter()
-            .find(|c| c["post_ids"].as_array().unwrap().iter().any(|p| p == id))
-            .unwrap();
-        let room_id = format!("!mm_{}:{SERVER}", c["id"].as_str().unwrap());
-        let pdus = reader::timeline_pdus(&mut store, &room_id).unwrap();
-        let ev_id = &mapping(&imp.archive, c["id"].as_str().unwrap())[id];
+        let (_, pdus, ev_id) = post_in_room(channels, &mut store, &imp.archive, id);
         let versions: Vec<&str> = e["versions"]
             .as_array()
             .unwrap()
@@ -470,13 +481,7 @@ fn postgres_import_verifies_and_reads_back_as_the_fixture() {
     assert!(updated.len() >= 2, "{updated:?}");
     for id in updated {
         let id = id.as_str().unwrap();
-        let c = channels
-            .iter()
-            .find(|c| c["post_ids"].as_array().unwrap().iter().any(|p| p == id))
-            .unwrap();
-        let room_id = format!("!mm_{}:{SERVER}", c["id"].as_str().unwrap());
-        let pdus = reader::timeline_pdus(&mut store, &room_id).unwrap();
-        let ev_id = &mapping(&imp.archive, c["id"].as_str().unwrap())[id];
+        let (c, pdus, ev_id) = post_in_room(channels, &mut store, &imp.archive, id);
         let replaces: Vec<&Value> = pdus
             .iter()
             .filter(|p| p["content"]["m.relates_to"]["event_id"] == ev_id.as_str())
