@@ -466,6 +466,8 @@ fn recent_mode_marks_old_events_as_full_mode_does() {
             threads += usize::from(want["unsigned"]["m.relations"].get("m.thread").is_some());
         }
     }
-    assert!(redacted >= 1, "no old event redacted from the window");
+    // The window's first event redacts an old message; the event before it, a redaction older
+    // than the window, redacts the one before it (both reach Conduit by backfill).
+    assert!(redacted >= 2, "{redacted} old events redacted");
     eprintln!("{redacted} redacted and {threads} thread roots reached back to");
 }

@@ -251,21 +251,34 @@ impl PduReader {
 }
 
 impl PduReader {
-    /// Passes over the next `n` lines without parsing them.
-    pub fn skip_lines(&mut self, n: u64) -> Result<()> {
-        for _ in 0..n {
-            match self.next_line() {
-                None => break,
-                Some(Ok(_)) => self.line_no += 1,
-                Some(Err(e)) => {
-                    return Err(Error::Archive {
-                        path: self.path.clone(),
-                        reason: format!("line {}: {e} (truncated or garbled?)", self.line_no + 1),
-                    })
-                }
+    /// The next line's text, unparsed (see [`PduReader::parse`]).
+    pub fn next_text(&mut self) -> Option<Result<String>> {
+        let line = self.next_line()?;
+        self.line_no += 1;
+        Some(line.map_err(|e| Error::Archive {
+            path: self.path.clone(),
+            reason: format!("line {}: {e} (truncated or garbled?)", self.line_no),
+        }))
+    }
+
+    /// A line from [`PduReader::next_text`], parsed.
+    pub fn parse(&self, text: String) -> Result<PduLine> {
+        match serde_json::from_str::<PduLine>(&text) {
+            Ok(mut line) => {
+                line.source = Some(text);
+                Ok(line)
             }
+            Err(e) => Err(Error::Archive {
+                path: self.path.clone(),
+                reason: format!("line {}: not a PDU line: {e}", self.line_no),
+            }),
         }
-        Ok(())
+    }
+
+    /// The event id at the start of a line as [`PduWriter`] writes it.
+    pub fn event_id_of(text: &str) -> Option<&str> {
+        let rest = text.strip_prefix("{\"event_id\":\"")?;
+        rest.split('"').next()
     }
 
     /// The same lines, read and parsed on a thread of its own a few batches ahead: decompressing

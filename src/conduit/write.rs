@@ -84,24 +84,31 @@ pub fn write_archive(
 /// The events before the first `history_until` of a room's timeline that a later event
 /// redacts or replies to in a thread: in transition mode (`--recent`) they are kept as outliers
 /// and marked as full mode marks them, so the backfill stores them as full mode would have
-/// (docs/TRANSITION.md, "What reaches back"). Reads only the window's lines as PDUs.
+/// (docs/TRANSITION.md, "What reaches back"). Parses only lines that can be such an event.
 pub fn reached_back(events: &Path, history_until: u64) -> Result<HashSet<String>> {
     let mut out = HashSet::new();
     if history_until == 0 {
         return Ok(out);
     }
     let mut reader = PduReader::open(events)?;
-    reader.skip_lines(history_until)?;
     let mut window = HashSet::new();
-    for line in reader {
-        let line = line?;
+    let mut at = 0u64;
+    while let Some(text) = reader.next_text() {
+        let text = text?;
+        at += 1;
+        if at > history_until {
+            window.extend(PduReader::event_id_of(&text).map(str::to_owned));
+        }
+        if !(text.contains("m.room.redaction") || text.contains("m.thread")) {
+            continue;
+        }
+        let line = reader.parse(text)?;
         let content = match line.pdu.get("content") {
             Some(ruma::CanonicalJsonValue::Object(c)) => Some(c),
             _ => None,
         };
         out.extend(aggregations::redaction_target(&line.pdu));
         out.extend(content.and_then(aggregations::thread_root));
-        window.insert(line.event_id);
     }
     out.retain(|id| !window.contains(id));
     Ok(out)

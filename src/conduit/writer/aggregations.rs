@@ -144,7 +144,8 @@ impl<S: Store> Writer<S> {
         sender: &str,
     ) -> Result<()> {
         let Some(root_pid) = self.store.get("eventid_pduid", root.as_bytes())? else {
-            return self.add_to_outlier_thread(root, reply_pid);
+            let reply = self.stored_json(reply_pid)?;
+            return self.add_to_outlier_thread(root, &reply);
         };
         let t = self.threads.entry(root_pid).or_default();
         t.replies += 1;
@@ -273,11 +274,11 @@ impl<S: Store> Writer<S> {
     }
 
     /// [`Writer::add_to_thread`] for a root kept as an outlier: its summary, at once.
-    fn add_to_outlier_thread(&mut self, root: &str, reply_pid: &[u8]) -> Result<()> {
+    /// `reply` is the reply as stored.
+    pub(super) fn add_to_outlier_thread(&mut self, root: &str, reply: &Value) -> Result<()> {
         let Some(mut json) = self.outlier(root)? else {
             return Ok(());
         };
-        let reply = self.stored_json(reply_pid)?;
         let latest: serde_json::Map<String, Value> = reply
             .as_object()
             .into_iter()

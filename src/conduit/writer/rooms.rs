@@ -444,6 +444,11 @@ impl<S: Store> Writer<S> {
         mut pdu_json: CanonicalJsonObject,
     ) -> Result<()> {
         rc.report.left_to_backfill += 1;
+        // An earlier run gave it a short id and applied its marks (they are committed together).
+        let seen = self
+            .store
+            .get("eventid_shorteventid", event_id.as_bytes())?
+            .is_some();
         let se = self.short_event_id(event_id)?;
         if self
             .store
@@ -454,6 +459,11 @@ impl<S: Store> Writer<S> {
             let sh = self.snapshot(rc, before)?;
             self.store
                 .put("shorteventid_shortstatehash", &u64be(se), &u64be(sh))?;
+        }
+        // A redaction or thread reply that is itself older than the window marks an older
+        // event as full mode would (both reach Conduit by backfill, which links nothing).
+        if !seen {
+            self.mark_from_history(rc, event_id, &pdu_json)?;
         }
         // State events (snapshots refer to them), and what the recent window marks: Conduit
         // moves an outlier into its timeline as stored when the proxy serves it.
@@ -478,6 +488,39 @@ impl<S: Store> Writer<S> {
         if let Some(info) = info {
             rc.state_events
                 .insert(OwnedEventId::try_from(event_id).expect("checked"), info);
+        }
+        Ok(())
+    }
+
+    /// What an event older than the window does to older events kept as outliers: a
+    /// redaction marks its target, a thread reply updates its root's summary.
+    fn mark_from_history(
+        &mut self,
+        rc: &RoomCtx,
+        event_id: &str,
+        pdu_json: &CanonicalJsonObject,
+    ) -> Result<()> {
+        let content = match pdu_json.get("content") {
+            Some(CanonicalJsonValue::Object(c)) => Some(c),
+            _ => None,
+        };
+        let root = content
+            .and_then(aggregations::thread_root)
+            .filter(|r| self.reached_back.contains(r));
+        let target = (pdu::str_field(pdu_json, "type") == Some("m.room.redaction"))
+            .then(|| aggregations::redaction_target(pdu_json))
+            .flatten()
+            .filter(|t| self.reached_back.contains(t));
+        if root.is_none() && target.is_none() {
+            return Ok(());
+        }
+        let stored: serde_json::Value =
+            serde_json::from_slice(&stored_json(event_id, pdu_json)).expect("we serialized it");
+        if let Some(root) = root {
+            self.add_to_outlier_thread(&root, &stored)?;
+        }
+        if let Some(target) = target {
+            self.mark_redacted(&target, &stored, &rc.rules.redaction)?;
         }
         Ok(())
     }
