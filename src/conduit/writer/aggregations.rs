@@ -144,6 +144,9 @@ impl<S: Store> Writer<S> {
         sender: &str,
     ) -> Result<()> {
         let Some(root_pid) = self.store.get("eventid_pduid", root.as_bytes())? else {
+            if !self.reached_back.contains(root) {
+                return Ok(()); // a root the database does not hold
+            }
             let reply = self.stored_json(reply_pid)?;
             return self.add_to_outlier_thread(root, &reply);
         };
