@@ -212,13 +212,9 @@ def main():
 
     for team in fixture["teams"]:
         space = rooms[team["id"]]
-        h = sysadmin.req("GET", f"/_matrix/client/v1/rooms/{q(space)}/hierarchy")
-        children = {r["room_id"] for r in h.json().get("rooms", [])} if h.ok else set()
-        public = {rooms[ch["id"]] for ch in fixture["channels"]
-                  if ch["team_id"] == team["id"] and ch["type"] == "O"}
-        check(f"space {team['name']}: /hierarchy lists its public channels", public <= children,
-              f"{len(public & children)}/{len(public)}")
-        # Private channels are children too, shown to their members only.
+        # Private channels are children too, shown to their members only. A member asks first:
+        # Conduit v0.10.12 caches a child a non-member could not see as missing for everyone
+        # until it restarts (docs/MATTERMOST.md, "On a real Conduit").
         for name, tok in (("alice", tokens["alice"]), ("sysadmin", tokens["sysadmin"])):
             h = Client(a.conduit, tok).req("GET", f"/_matrix/client/v1/rooms/{q(space)}/hierarchy")
             seen = {r["room_id"] for r in h.json().get("rooms", [])} if h.ok else set()
@@ -229,6 +225,12 @@ def main():
             check(f"space {team['name']}: {name} sees their private channels ({len(mine)}) and no others",
                   h.ok and mine <= seen and not (others & seen), f"{len(mine & seen)}/{len(mine)}, "
                   f"{len(others & seen)} others")
+        h = sysadmin.req("GET", f"/_matrix/client/v1/rooms/{q(space)}/hierarchy")
+        children = {r["room_id"] for r in h.json().get("rooms", [])} if h.ok else set()
+        public = {rooms[ch["id"]] for ch in fixture["channels"]
+                  if ch["team_id"] == team["id"] and ch["type"] == "O"}
+        check(f"space {team['name']}: /hierarchy lists its public channels", public <= children,
+              f"{len(public & children)}/{len(public)}")
 
     # Every channel's history: events, order, senders, times, threads, reactions, files, pins.
     member_of = {}
