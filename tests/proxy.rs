@@ -379,6 +379,17 @@ async fn a_stopped_synapse_gives_a_clear_federation_error() {
         }
         other => panic!("expected a 502 federation error, got {other:?}"),
     }
+    // A room neither the archive nor Synapse had (Conduit's own): 404 at once, Synapse not
+    // asked (asking the stopped one would be a 502).
+    let path = "/_matrix/federation/v1/backfill/%21conduitonly%3Aexample.test?limit=10&v=%24x";
+    match proxy.get(path).await {
+        Err(transition_matrix::Error::Api {
+            status, errcode, ..
+        }) => {
+            assert_eq!((status, errcode.as_str()), (404, "M_NOT_FOUND"));
+        }
+        other => panic!("expected 404 for a room of Conduit's own, got {other:?}"),
+    }
     let h = proxy
         .http
         .json(Method::GET, "/health", None, None)

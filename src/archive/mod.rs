@@ -62,6 +62,10 @@ impl Archive {
     pub fn keys_dir(&self) -> PathBuf {
         self.root.join("keys")
     }
+    /// Every room id the source server had when its rooms were dumped (`--room` included).
+    pub fn source_rooms_path(&self) -> PathBuf {
+        self.root.join("source-rooms.json")
+    }
 
     /// The file of one user: `users/<percent-encoded localpart>.json`.
     pub fn user_path(&self, user_id: &str) -> PathBuf {

@@ -95,6 +95,11 @@ impl ArchiveEvents {
         }
     }
 
+    /// Whether the archive has the room.
+    pub fn has_room(&self, room_id: &str) -> bool {
+        self.rooms.iter().any(|r| r == room_id)
+    }
+
     /// A loaded room, if the archive has it.
     pub fn room(&self, room_id: &str) -> Result<Option<Arc<Room>>> {
         match self.rooms.iter().position(|r| r == room_id) {

@@ -46,6 +46,8 @@ pub struct Proxy {
     synapse: Federation,
     /// Bounds how many requests are worked on at once.
     permits: Semaphore,
+    /// The rooms Synapse had at the dump (`source-rooms.json`), when the archive says.
+    source_rooms: Option<std::collections::HashSet<String>>,
 }
 
 /// How to start the proxy.
@@ -63,7 +65,15 @@ impl Proxy {
     /// Indexes the archive (event ids only) and prepares the Synapse client.
     pub fn new(o: ProxyOptions) -> Result<Self> {
         let http = Http::new(&o.synapse_federation_url, "Synapse federation listener")?;
+        let rooms_file = o.archive.source_rooms_path();
+        let source_rooms = match rooms_file.exists() {
+            true => Some(crate::archive::fsutil::read_json::<Vec<String>>(
+                &rooms_file,
+            )?),
+            false => None,
+        };
         Ok(Proxy {
+            source_rooms: source_rooms.map(|r| r.into_iter().collect()),
             synapse: Federation::new(http, &o.server_name, o.key.keypair())?,
             auth: RequestAuth::new(&o.server_name, &o.key)?,
             events: ArchiveEvents::open(o.archive)?,
@@ -132,6 +142,16 @@ async fn handle(
         Ok(r) => r,
         Err((status, code, msg)) => return error(status, code, &msg),
     };
+    if let Some(room) = request.room() {
+        if p.unknown_room(room) {
+            tracing::info!(path = uri.path(), room, "not Synapse's room: 404");
+            return error(
+                StatusCode::NOT_FOUND,
+                "M_NOT_FOUND",
+                &format!("{room} is neither in the archive nor one of Synapse's rooms"),
+            );
+        }
+    }
     match p.answer(&request).await {
         Ok((value, from, n)) => {
             tracing::info!(path = uri.path(), from, events = n, "served");
@@ -247,6 +267,17 @@ impl Request {
         })
     }
 
+    /// The room the request is about, when it names one.
+    fn room(&self) -> Option<&str> {
+        match self {
+            Request::Backfill { room, .. }
+            | Request::EventAuth { room, .. }
+            | Request::State { room, .. }
+            | Request::MissingEvents { room, .. } => Some(room),
+            Request::Event { .. } => None,
+        }
+    }
+
     /// The request as it is forwarded to Synapse.
     fn path(&self) -> (axum::http::Method, String, Option<&Value>) {
         let enc = |s: &str| urlencoding::encode(s).into_owned();
@@ -301,6 +332,15 @@ fn now_ms() -> u64 {
 }
 
 impl Proxy {
+    /// A room of Conduit's own (made after the switch, its admin room, joined over federation
+    /// since): neither the archive nor Synapse at the dump has it, so Synapse is not asked.
+    fn unknown_room(&self, room: &str) -> bool {
+        self.source_rooms
+            .as_ref()
+            .is_some_and(|known| !known.contains(room))
+            && !self.events.has_room(room)
+    }
+
     /// The answer, where it came from (`archive`, `synapse` or `archive+synapse`) and how many
     /// events it carries.
     async fn answer(&self, r: &Request) -> Result<(Value, &'static str, usize)> {

@@ -25,6 +25,8 @@ pub(super) async fn dump(ctx: &Ctx<'_>, summary: &mut DumpSummary) -> Result<()>
         .filter_map(|r| r.get("room_id").and_then(Value::as_str).map(str::to_owned))
         .collect();
     ids.sort();
+    // Which rooms Synapse has: the proxy answers for any other room at once (Conduit's own).
+    fsutil::write_json(&ctx.archive.source_rooms_path(), &ids, false)?;
     if let Some(only) = &ctx.opts.only_room {
         ids.retain(|r| r == only);
         if ids.is_empty() {
