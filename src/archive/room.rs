@@ -304,25 +304,8 @@ impl PduReader {
 impl Iterator for PduReader {
     type Item = Result<PduLine>;
     fn next(&mut self) -> Option<Self::Item> {
-        let line = self.next_line()?;
-        self.line_no += 1;
-        let bad = |reason: String| Error::Archive {
-            path: self.path.clone(),
-            reason,
-        };
-        Some(match line {
-            Err(e) => Err(bad(format!(
-                "line {}: {e} (truncated or garbled?)",
-                self.line_no
-            ))),
-            Ok(text) => match serde_json::from_str::<PduLine>(&text) {
-                Ok(mut line) => {
-                    line.source = Some(text);
-                    Ok(line)
-                }
-                Err(e) => Err(bad(format!("line {}: not a PDU line: {e}", self.line_no))),
-            },
-        })
+        let text = self.next_text()?;
+        Some(text.and_then(|text| self.parse(text)))
     }
 }
 

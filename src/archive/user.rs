@@ -96,6 +96,15 @@ pub struct E2eKeys {
 /// Signatures one user made on others' keys, in [`E2eKeys::signatures_on_others`]'s shape.
 pub type SignaturesOnOthers = BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>>;
 
+/// The public key of a cross-signing key as `/keys/query` gives it: the value of its one-entry
+/// `keys` (Conduit keys its `keyid_key` entry by it; Synapse's signatures name it as the target).
+pub fn cross_signing_public(key: &Value) -> Option<&str> {
+    key["keys"]
+        .as_object()
+        .and_then(|m| m.values().next())
+        .and_then(Value::as_str)
+}
+
 /// A fallback key and whether it was used.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FallbackKey {

@@ -102,13 +102,8 @@ pub fn reached_back(events: &Path, history_until: u64) -> Result<HashSet<String>
         if !(text.contains("m.room.redaction") || text.contains("m.thread")) {
             continue;
         }
-        let line = reader.parse(text)?;
-        let content = match line.pdu.get("content") {
-            Some(ruma::CanonicalJsonValue::Object(c)) => Some(c),
-            _ => None,
-        };
-        out.extend(aggregations::redaction_target(&line.pdu));
-        out.extend(content.and_then(aggregations::thread_root));
+        let (root, redacts) = aggregations::earlier_targets(&reader.parse(text)?.pdu);
+        out.extend(root.into_iter().chain(redacts));
     }
     out.retain(|id| !window.contains(id));
     Ok(out)

@@ -8,7 +8,9 @@
 use serde_json::Value;
 use sqlx::{any::AnyPoolOptions, AnyPool, Row};
 
-use crate::archive::user::{AccessToken, FallbackKey, SignaturesOnOthers, UserRecord};
+use crate::archive::user::{
+    cross_signing_public, AccessToken, FallbackKey, SignaturesOnOthers, UserRecord,
+};
 use crate::error::{Error, Result};
 
 /// A read-only connection pool to Synapse's database.
@@ -227,12 +229,7 @@ impl SynapseDb {
                 keys.clear();
                 continue;
             };
-            let public = master["keys"]
-                .as_object()
-                .and_then(|k| k.values().next())
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
+            let public = cross_signing_public(&master).unwrap_or_default().to_owned();
             keys.retain(|k, _| *k == public);
             let remote = <&ruma::UserId>::try_from(target.as_str())
                 .is_ok_and(|t| Some(t.server_name()) != local.as_deref());

@@ -64,6 +64,20 @@ fn is_pruned(json: &Value, rules: &RedactionRules) -> bool {
     json.is_object() && pruned == content
 }
 
+/// What an event changes on earlier ones: the root of the thread it replies in, and the event
+/// it redacts (only a redaction redacts).
+pub fn earlier_targets(pdu: &CanonicalJsonObject) -> (Option<String>, Option<String>) {
+    let root = match pdu.get("content") {
+        Some(CanonicalJsonValue::Object(c)) => thread_root(c),
+        _ => None,
+    };
+    let redacts = match pdu.get("type") {
+        Some(CanonicalJsonValue::String(t)) if t == "m.room.redaction" => redaction_target(pdu),
+        _ => None,
+    };
+    (root, redacts)
+}
+
 /// Thread replies gathered for one root since the last flush.
 #[derive(Debug, Default)]
 pub struct PendingThread {

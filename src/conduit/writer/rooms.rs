@@ -200,15 +200,20 @@ impl<S: Store> Writer<S> {
     }
 
     fn short_event_id(&mut self, event_id: &str) -> Result<u64> {
+        Ok(self.short_event_id_seen(event_id)?.0)
+    }
+
+    /// The event's short id, and whether it had one before (an earlier run saw the event).
+    fn short_event_id_seen(&mut self, event_id: &str) -> Result<(u64, bool)> {
         if let Some(s) = self
             .store
             .get("eventid_shorteventid", event_id.as_bytes())?
             .as_deref()
             .and_then(read_u64be)
         {
-            return Ok(s);
+            return Ok((s, true));
         }
-        self.new_short_event_id(event_id)
+        Ok((self.new_short_event_id(event_id)?, false))
     }
 
     /// A short id for an event that has none yet.
@@ -414,10 +419,7 @@ impl<S: Store> Writer<S> {
                 self.store.put("tofrom_relation", &k, b"")?;
             }
         }
-        let root = content.and_then(aggregations::thread_root);
-        let redacts = (kind == "m.room.redaction")
-            .then(|| aggregations::redaction_target(&pdu_json))
-            .flatten();
+        let (root, redacts) = aggregations::earlier_targets(&pdu_json);
         if let Some(root) = root {
             let sender = pdu::str_field(&pdu_json, "sender").unwrap_or_default();
             self.add_to_thread(&root, &pid, sender)?;
@@ -445,11 +447,7 @@ impl<S: Store> Writer<S> {
     ) -> Result<()> {
         rc.report.left_to_backfill += 1;
         // An earlier run gave it a short id and applied its marks (they are committed together).
-        let seen = self
-            .store
-            .get("eventid_shorteventid", event_id.as_bytes())?
-            .is_some();
-        let se = self.short_event_id(event_id)?;
+        let (se, seen) = self.short_event_id_seen(event_id)?;
         if self
             .store
             .get("shorteventid_shortstatehash", &u64be(se))?
@@ -500,17 +498,9 @@ impl<S: Store> Writer<S> {
         event_id: &str,
         pdu_json: &CanonicalJsonObject,
     ) -> Result<()> {
-        let content = match pdu_json.get("content") {
-            Some(CanonicalJsonValue::Object(c)) => Some(c),
-            _ => None,
-        };
-        let root = content
-            .and_then(aggregations::thread_root)
-            .filter(|r| self.reached_back.contains(r));
-        let target = (pdu::str_field(pdu_json, "type") == Some("m.room.redaction"))
-            .then(|| aggregations::redaction_target(pdu_json))
-            .flatten()
-            .filter(|t| self.reached_back.contains(t));
+        let (root, target) = aggregations::earlier_targets(pdu_json);
+        let root = root.filter(|r| self.reached_back.contains(r));
+        let target = target.filter(|t| self.reached_back.contains(t));
         if root.is_none() && target.is_none() {
             return Ok(());
         }

@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use super::Writer;
-use crate::archive::user::UserRecord;
+use crate::archive::user::{cross_signing_public, UserRecord};
 use crate::conduit::schema::{joined, u64be};
 use crate::conduit::store::Store;
 use crate::error::{Error, Result};
@@ -141,7 +141,7 @@ impl<S: Store> Writer<S> {
         ] {
             let Some(key) = key else { continue };
             // keyid_key is keyed by the public key itself (the value of the one-entry `keys`).
-            let Some(public) = master_public(key) else {
+            let Some(public) = cross_signing_public(key) else {
                 return Err(Error::malformed(
                     format!("cross-signing key of {}", u.user_id),
                     "no public key",
@@ -193,7 +193,7 @@ impl<S: Store> Writer<S> {
                 let stored = self.store.get("keyid_key", &id)?;
                 let mut key: Value = match remote {
                     // A remote user's key: the one Synapse cached, or our copy of it.
-                    Some(master) if master_public(master) == Some(public.as_str()) => {
+                    Some(master) if cross_signing_public(master) == Some(public.as_str()) => {
                         match stored {
                             Some(bytes) => parse_key(&bytes, target)?,
                             None => master.clone(),
@@ -306,14 +306,6 @@ impl<S: Store> Writer<S> {
 fn parse_key(bytes: &[u8], owner: &str) -> Result<Value> {
     serde_json::from_slice(bytes)
         .map_err(|e| Error::malformed(format!("master key of {owner} in the database"), e))
-}
-
-/// The public key of a cross-signing key: the value of its one-entry `keys`.
-fn master_public(key: &Value) -> Option<&str> {
-    key["keys"]
-        .as_object()
-        .and_then(|m| m.values().next())
-        .and_then(Value::as_str)
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use super::{for_each_item, Ctx, DumpSummary, Item};
-use crate::archive::user::{Device, KeyBackup, SignaturesOnOthers, UserRecord};
+use crate::archive::user::{
+    cross_signing_public, Device, KeyBackup, SignaturesOnOthers, UserRecord,
+};
 use crate::archive::{fsutil, Entry, ItemKind};
 use crate::error::{Error, Result};
 use crate::synapse::admin::UserApi;
@@ -248,11 +250,7 @@ async fn signatures_seen(
             continue;
         };
         for (target, key) in masters {
-            let Some(public) = key["keys"]
-                .as_object()
-                .and_then(|k| k.values().next())
-                .and_then(Value::as_str)
-            else {
+            let Some(public) = cross_signing_public(key) else {
                 continue;
             };
             let Some(sigs) = key["signatures"][uid].as_object() else {
